@@ -1,0 +1,209 @@
+"""What every elementwise algorithm shares: validation helpers and the ``step`` that hands its math to an engine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from optimlab.engines import Hyper, run_foreach, run_per_tensor
+from optimlab.optimizer import (
+    Optimizer,
+    _default_to_fused_or_foreach,
+    _get_capturable_supported_devices,
+    _get_scalar_dtype,
+    _use_grad_for_differentiable,
+)
+
+__all__ = ["ElementwiseOptimizer", "check_betas", "check_lr", "check_non_negative"]
+
+
+# ---------------------------------------------------------------------------------------------- validation
+# Messages are torch.optim's, word for word: users grep for them.
+
+
+def check_lr(lr: float | Tensor) -> None:
+    if isinstance(lr, Tensor) and lr.numel() != 1:
+        raise ValueError("Tensor lr must be 1-element")
+    if not 0.0 <= lr:
+        raise ValueError(f"Invalid learning rate: {lr}")
+
+
+def check_non_negative(value: Any, what: str) -> None:
+    """``what`` is the message prefix, e.g. ``"Invalid epsilon value"``."""
+    if not 0.0 <= value:
+        raise ValueError(f"{what}: {value}")
+
+
+def check_betas(betas: tuple[Any, Any]) -> None:
+    if not 0.0 <= betas[0] < 1.0:
+        raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
+    if not 0.0 <= betas[1] < 1.0:
+        raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
+
+
+def check_fused_flags(fused: bool | None, foreach: bool | None, differentiable: bool) -> None:
+    if fused:
+        if differentiable:
+            raise RuntimeError("`fused` does not support `differentiable`")
+        if foreach:
+            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+
+
+def new_step(p: Tensor, group: dict[str, Any], fused_or_capturable: bool = False) -> Tensor:
+    """A fresh ``step`` counter: a CPU scalar unless the group is capturable/fused (then on the param's device)."""
+    if fused_or_capturable:
+        return torch.zeros((), dtype=_get_scalar_dtype(is_fused=group.get("fused")), device=p.device)
+    return torch.tensor(0.0, dtype=_get_scalar_dtype())
+
+
+def setdefault_flags(optimizer: Optimizer, **flags: Any) -> None:
+    """Fill flags missing from old checkpoints' groups (torch's ``__setstate__`` upgrade path)."""
+    for group in optimizer.param_groups:
+        for k, v in flags.items():
+            group.setdefault(k, v)
+
+
+def tensor_steps(optimizer: Optimizer, *keys: str, device_if: Callable[[dict[str, Any]], bool] | None = None) -> None:
+    """Turn Python-number ``step`` (and other ``keys``) of old checkpoints into 0-dim tensors."""
+    for group in optimizer.param_groups:
+        on_device = device_if is not None and device_if(group)
+        for p in group["params"]:
+            p_state = optimizer.state.get(p, [])
+            if len(p_state) == 0:
+                continue
+            for key in ("step", *keys):
+                if key in p_state and not torch.is_tensor(p_state[key]):
+                    value = float(p_state[key])
+                    p_state[key] = (
+                        torch.tensor(value, dtype=_get_scalar_dtype(is_fused=group.get("fused")), device=p.device)
+                        if on_device
+                        else torch.tensor(value, dtype=_get_scalar_dtype())
+                    )
+
+
+def check_step_not_requires_grad(optimizer: Optimizer, group: dict[str, Any], params: list[Tensor]) -> None:
+    if group["differentiable"]:
+        for p in params:
+            step = optimizer.state.get(p, {}).get("step")
+            if isinstance(step, Tensor) and step.requires_grad:
+                raise RuntimeError("`requires_grad` is not supported for `step` in differentiable mode")
+
+
+def check_capturable_devices(optimizer: ElementwiseOptimizer, group: dict[str, Any], params: list[Tensor]) -> None:
+    """capturable=True needs params and their ``step`` on a graph-capturable device (not the CPU)."""
+    if not group.get("capturable") or torch.compiler.is_compiling():
+        return
+    supports_xla = optimizer._capturable_xla[1 if optimizer._uses_foreach(group, params) else 0]
+    devices = _get_capturable_supported_devices(supports_xla=supports_xla)
+    for p in params:
+        step = optimizer.state.get(p, {}).get("step")
+        step_device = step.device.type if isinstance(step, Tensor) else p.device.type
+        if not (p.device.type == step_device and p.device.type in devices):
+            raise AssertionError(
+                f"If capturable=True, params and state_steps must be on supported devices: {devices}."
+            )
+
+
+# ---------------------------------------------------------------------------------------------- the base
+
+
+class ElementwiseOptimizer(Optimizer):
+    """Base of the algorithms whose update is elementwise over each parameter.
+
+    A subclass defines its hyperparameters (``__init__``), the state it keeps (``_init_state``), the scalars of a
+    step (``_scalars``) and the tensor math (``_update``); ``step`` is written here once, and the engine chosen by
+    the group's ``foreach``/``fused`` flags runs the math.
+    """
+
+    #: message of the RuntimeError raised for a sparse gradient, or None if sparse gradients are supported.
+    _sparse_error: ClassVar[str | None] = None
+    #: whether ``step`` checks for CUDA graph capture first (torch does for most algorithms).
+    _graph_check: ClassVar[bool] = True
+    #: whether the capturable device list names "xla" (torch's single-tensor, foreach paths) in its message.
+    _capturable_xla: ClassVar[tuple[bool, bool]] = (True, False)
+    _finish: Callable[[Hyper, dict[str, Any]], None] | None = None
+
+    # ------------------------------------------------------------------ to be defined by an algorithm
+
+    def _init_state(self, group: dict[str, Any], p: Tensor, state: dict[str, Any]) -> None:
+        """Create the state of ``p`` (called once, when its state is empty), in torch's key order."""
+
+    def _hyper(self, group: dict[str, Any]) -> Hyper:
+        """The group-level scalars of this step."""
+        raise NotImplementedError
+
+    def _scalars(self, h: Hyper, state: dict[str, Any]) -> Hyper:
+        """Advance the per-parameter scalar state (``step``) and return the scalars of its update."""
+        return h
+
+    @staticmethod
+    def _update(param: Any, grad: Any, state: dict[str, Any], h: Hyper) -> None:
+        raise NotImplementedError
+
+    def _check_group(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        """Raise for a group that cannot be stepped (before anything is changed)."""
+
+    def _has_state(self, group: dict[str, Any]) -> bool:
+        return True
+
+    # ------------------------------------------------------------------ shared machinery
+
+    def _check_grad(self, group: dict[str, Any], p: Tensor) -> None:
+        if p.grad.is_sparse and self._sparse_error is not None:  # type: ignore[union-attr]
+            raise RuntimeError(self._sparse_error)
+
+    def _uses_foreach(self, group: dict[str, Any], params: list[Tensor]) -> bool:
+        foreach = group.get("foreach")
+        if foreach is None and not group.get("fused"):
+            _, foreach = _default_to_fused_or_foreach(params, group.get("differentiable", False), use_fused=False)
+        return bool(foreach)
+
+    def _engine(self, group: dict[str, Any], params: list[Tensor]) -> Callable[..., None]:
+        if self._uses_foreach(group, params):
+            if group.get("differentiable", False):
+                raise AssertionError("_foreach ops don't support autograd")
+            if any(p.grad.is_sparse for p in params):  # type: ignore[union-attr]
+                return run_per_tensor
+            return run_foreach
+        return run_per_tensor
+
+    @_use_grad_for_differentiable
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        """Perform one optimization step.
+
+        Args:
+            closure: re-evaluates the model and returns the loss (optional for this optimizer).
+
+        Every gradient is checked before anything changes: a step that raises leaves parameters and state as
+        they were.
+        """
+        if self._graph_check:
+            self._accelerator_graph_capture_health_check()
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+
+        work = []
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            for p in params:
+                self._check_grad(group, p)
+            self._check_group(group, params)
+            work.append((group, params, self._engine(group, params) if params else None))
+
+        for group, params, engine in work:
+            if not params:
+                continue
+            if self._has_state(group):
+                states = [self.state[p] for p in params]
+                for p, state in zip(params, states):
+                    if len(state) == 0:
+                        self._init_state(group, p, state)
+            else:
+                states = [{} for _ in params]
+            engine(self, self._hyper(group), params, states)
+        return loss
