@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 import torch
-from parity import assert_same, default_freeze, random_grads, run_differential, standard_params
 from torch.testing._internal import common_optimizers as co
 
 import optimlab
+from parity import assert_same, default_freeze, random_grads, run_differential, standard_params
 
 INFOS = {info.name: info for info in co.optim_db}
 # torch's foreach formulation of these differs from its own for-loop (reference §2.1); ours does not.
@@ -48,7 +48,10 @@ def _configs() -> list[Any]:
                 flag = _flag(inp.kwargs)
                 out.append(
                     pytest.param(
-                        name, dtype, inp.kwargs, id=f"{name}-{str(dtype)[6:]}-{flag}-{idx}-{inp.desc.replace(' ', '_')}"
+                        name,
+                        dtype,
+                        inp.kwargs,
+                        id=f"{name}-{str(dtype)[6:]}-{flag}-{idx}-{inp.desc.replace(' ', '_')}",
                     )
                 )
     return out
@@ -123,12 +126,26 @@ def test_matches_torch(name: str, dtype: torch.dtype, kwargs: dict[str, Any]) ->
         # torch 2.13's fused CPU kernels are wrong for a non-contiguous parameter whose grad is contiguous
         # (measured: 0.2 abs error after one step), so the reference is torch's for-loop, within tolerance.
         ref_kwargs, our_kwargs = {k: v for k, v in kwargs.items() if k != "fused"}, kwargs
-    tol = {} if exact else {"rtol": 1e-5 if dtype == torch.float32 else 1e-7, "atol": 1e-5 if dtype == torch.float32 else 1e-7}
+    tol = (
+        {}
+        if exact
+        else {
+            "rtol": 1e-5 if dtype == torch.float32 else 1e-7,
+            "atol": 1e-5 if dtype == torch.float32 else 1e-7,
+        }
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         run_differential(
-            info.optim_cls, our_cls, ref_kwargs, groups, grads,
-            our_kwargs=our_kwargs, exact=exact, closure_loss=closure_loss, **tol,
+            info.optim_cls,
+            our_cls,
+            ref_kwargs,
+            groups,
+            grads,
+            our_kwargs=our_kwargs,
+            exact=exact,
+            closure_loss=closure_loss,
+            **tol,
         )
 
 

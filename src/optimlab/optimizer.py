@@ -32,9 +32,7 @@ __all__ = [
     "required",
 ]
 
-ParamsT: TypeAlias = (
-    Iterable[torch.Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, torch.Tensor]]
-)
+ParamsT: TypeAlias = Iterable[torch.Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, torch.Tensor]]
 StateDict: TypeAlias = dict[str, Any]
 Args: TypeAlias = tuple[Any, ...]
 Kwargs: TypeAlias = dict[str, Any]
@@ -346,9 +344,7 @@ class Optimizer(torch.optim.Optimizer):
             self._warned_capturable_if_run_uncaptured = True
 
     def _cuda_graph_capture_health_check(self) -> None:
-        warnings.warn(
-            "Use _accelerator_graph_capture_health_check instead", category=FutureWarning, stacklevel=2
-        )
+        warnings.warn("Use _accelerator_graph_capture_health_check instead", category=FutureWarning, stacklevel=2)
         self._accelerator_graph_capture_health_check()
 
     def _optimizer_step_code(self) -> None:
@@ -392,9 +388,7 @@ class Optimizer(torch.optim.Optimizer):
             registry.move_to_end(handle.id, last=False)
         return handle
 
-    def register_state_dict_pre_hook(
-        self, hook: Callable[[Optimizer], None], prepend: bool = False
-    ) -> RemovableHandle:
+    def register_state_dict_pre_hook(self, hook: Callable[[Optimizer], None], prepend: bool = False) -> RemovableHandle:
         """Register ``hook(optimizer) -> None`` to run before :meth:`state_dict` builds the dict."""
         return self._register(self._optimizer_state_dict_pre_hooks, hook, prepend)
 
@@ -442,9 +436,7 @@ class Optimizer(torch.optim.Optimizer):
             return packed
 
         param_groups = [pack_group(g) for g in self.param_groups]
-        packed_state = {
-            (param_mappings[id(k)] if isinstance(k, torch.Tensor) else k): v for k, v in self.state.items()
-        }
+        packed_state = {(param_mappings[id(k)] if isinstance(k, torch.Tensor) else k): v for k, v in self.state.items()}
         state_dict: StateDict = {"state": packed_state, "param_groups": param_groups}
         for post_hook in self._optimizer_state_dict_post_hooks.values():
             hook_result = post_hook(self, state_dict)
@@ -510,9 +502,7 @@ class Optimizer(torch.optim.Optimizer):
 
         def _cast(param: torch.Tensor, value: Any, param_id: int, key: Hashable = None) -> Any:
             if isinstance(value, torch.Tensor):
-                return self._process_value_according_to_param_policy(
-                    param, value, param_id, saved_param_groups, key
-                )
+                return self._process_value_according_to_param_policy(param, value, param_id, saved_param_groups, key)
             if isinstance(value, dict):
                 return {k: _cast(param, v, param_id, key=k) for k, v in value.items()}
             if isinstance(value, Iterable):
@@ -608,9 +598,7 @@ class Optimizer(torch.optim.Optimizer):
             else:
                 extracted_params.append(param)
         if extracted_names and len(extracted_names) != len(extracted_params):
-            raise ValueError(
-                "all optimizer params should be with/without names. Some param names are missing"
-            )
+            raise ValueError("all optimizer params should be with/without names. Some param names are missing")
         param_group["params"] = extracted_params
         if extracted_names:
             param_group["param_names"] = extracted_names
@@ -625,9 +613,7 @@ class Optimizer(torch.optim.Optimizer):
 
         for name, default in self.defaults.items():
             if default is required and name not in param_group:
-                raise ValueError(
-                    f"parameter group didn't specify a value of required optimization parameter {name}"
-                )
+                raise ValueError(f"parameter group didn't specify a value of required optimization parameter {name}")
             param_group.setdefault(name, default)
 
         params = param_group["params"]

@@ -25,7 +25,25 @@ _MODULES = {
     "Muon": "muon",
 }
 
-__all__ = list(_MODULES)
+__all__ = [  # noqa: RUF022  (torch's order of importance, not alphabetical)
+    "SGD",
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "NAdam",
+    "RAdam",
+    "Adagrad",
+    "Adadelta",
+    "RMSprop",
+    "Rprop",
+    "ASGD",
+    "SparseAdam",
+    "LBFGS",
+    "CG",
+    "Adafactor",
+    "Muon",
+]
+assert set(__all__) == set(_MODULES)
 
 if TYPE_CHECKING:
     from optimlab.algorithms.adadelta import Adadelta

@@ -27,13 +27,13 @@ __all__ = ["ElementwiseOptimizer", "check_betas", "check_lr", "check_non_negativ
 def check_lr(lr: float | Tensor) -> None:
     if isinstance(lr, Tensor) and lr.numel() != 1:
         raise ValueError("Tensor lr must be 1-element")
-    if not 0.0 <= lr:
+    if not lr >= 0.0:
         raise ValueError(f"Invalid learning rate: {lr}")
 
 
 def check_non_negative(value: Any, what: str) -> None:
     """``what`` is the message prefix, e.g. ``"Invalid epsilon value"``."""
-    if not 0.0 <= value:
+    if not value >= 0.0:
         raise ValueError(f"{what}: {value}")
 
 
@@ -92,19 +92,29 @@ def check_step_not_requires_grad(optimizer: Optimizer, group: dict[str, Any], pa
                 raise RuntimeError("`requires_grad` is not supported for `step` in differentiable mode")
 
 
-def check_capturable_devices(optimizer: ElementwiseOptimizer, group: dict[str, Any], params: list[Tensor]) -> None:
-    """capturable=True needs params and their ``step`` on a graph-capturable device (not the CPU)."""
+def check_capturable_devices(
+    optimizer: ElementwiseOptimizer,
+    group: dict[str, Any],
+    params: list[Tensor],
+    scalar_keys: tuple[str, ...] = ("step",),
+    what: tuple[str, str] = ("params and state_steps", "params and state_steps"),
+) -> None:
+    """capturable=True needs params and their scalar state (``step``...) on a graph-capturable device.
+
+    ``what`` names them in the message of the (single-tensor, foreach) path, as torch words each.
+    """
     if not group.get("capturable") or torch.compiler.is_compiling():
         return
-    supports_xla = optimizer._capturable_xla[1 if optimizer._uses_foreach(group, params) else 0]
-    devices = _get_capturable_supported_devices(supports_xla=supports_xla)
+    foreach = optimizer._uses_foreach(group, params)
+    devices = _get_capturable_supported_devices(supports_xla=optimizer._capturable_xla[foreach])
     for p in params:
-        step = optimizer.state.get(p, {}).get("step")
-        step_device = step.device.type if isinstance(step, Tensor) else p.device.type
-        if not (p.device.type == step_device and p.device.type in devices):
-            raise AssertionError(
-                f"If capturable=True, params and state_steps must be on supported devices: {devices}."
-            )
+        state = optimizer.state.get(p, {})
+        # Scalar state not created yet will be created on the param's device.
+        scalar_devices = {
+            state[k].device.type if isinstance(state.get(k), Tensor) else p.device.type for k in scalar_keys
+        }
+        if scalar_devices != {p.device.type} or p.device.type not in devices:
+            raise AssertionError(f"If capturable=True, {what[foreach]} must be on supported devices: {devices}.")
 
 
 # ---------------------------------------------------------------------------------------------- the base

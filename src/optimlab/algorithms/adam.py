@@ -10,11 +10,11 @@ from torch import Tensor
 from optimlab.algorithms._base import (
     ElementwiseOptimizer,
     check_betas,
+    check_capturable_devices,
     check_fused_flags,
     check_lr,
     check_non_negative,
     check_step_not_requires_grad,
-    check_capturable_devices,
     new_step,
     setdefault_flags,
     tensor_steps,

@@ -78,13 +78,13 @@ def _pick(x: Any, i: int) -> Any:
         return x.tensors[i]
     if isinstance(x, ScalarList):
         return x[i]
-    if isinstance(x, tuple):
-        return tuple(_pick(v, i) for v in x)
+    if isinstance(x, tuple | list):
+        return type(x)(_pick(v, i) for v in x)
     return x
 
 
-def _as_tensors(x: Any) -> Any:
-    return x.tensors if isinstance(x, TensorList) else x
+def _in_place(method: str) -> bool:
+    return method.endswith("_") and not method.endswith("__")
 
 
 # method name -> (foreach op, whether the op exists in place)  for ops of the form op(self, other[, alpha|value])
@@ -108,8 +108,23 @@ _BINARY = {
 _UNARY = {
     name: getattr(torch, f"_foreach_{name}")
     for name in (
-        "sqrt", "sqrt_", "rsqrt", "rsqrt_", "neg", "neg_", "abs", "abs_", "sign", "sign_",
-        "reciprocal", "reciprocal_", "exp", "exp_", "log", "log_", "zero_",
+        "sqrt",
+        "sqrt_",
+        "rsqrt",
+        "rsqrt_",
+        "neg",
+        "neg_",
+        "abs",
+        "abs_",
+        "sign",
+        "sign_",
+        "reciprocal",
+        "reciprocal_",
+        "exp",
+        "exp_",
+        "log",
+        "log_",
+        "zero_",
     )
 }
 _TERNARY = {
@@ -147,7 +162,7 @@ class TensorList:
             getattr(t, name)(*(_pick(a, i) for a in args), **{k: _pick(v, i) for k, v in kwargs.items()})
             for i, t in enumerate(self.tensors)
         ]
-        if name.endswith("_"):
+        if _in_place(name):
             return self
         if out and not isinstance(out[0], Tensor):
             return ScalarList(out)
@@ -169,7 +184,7 @@ class TensorList:
     def _foreach(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """One ``torch._foreach_*`` call when the arguments map onto one of its overloads, else NotImplemented."""
         if not self.tensors:
-            return self if name.endswith("_") else TensorList([])
+            return self if _in_place(name) else TensorList([])
         if name in _UNARY and not args and not kwargs:
             out = _UNARY[name](self.tensors)
         elif name in _BINARY and len(args) == 1 and set(kwargs) <= {"alpha"}:
@@ -220,7 +235,7 @@ class TensorList:
             return TensorList([t.clone() for t in self.tensors])
         else:
             return NotImplemented
-        return self if name.endswith("_") else TensorList(out)
+        return self if _in_place(name) else TensorList(out)
 
     # ---------------------------------------------------------------- torch functions: torch.maximum(a, b, out=a)
 
@@ -232,9 +247,7 @@ class TensorList:
             for x in (*args, *kwargs.values())
             if isinstance(x, TensorList) or (isinstance(x, tuple | list) and x and isinstance(x[0], TensorList))
         )
-        out = [
-            func(*(_pick(a, i) for a in args), **{k: _pick(v, i) for k, v in kwargs.items()}) for i in range(n)
-        ]
+        out = [func(*(_pick(a, i) for a in args), **{k: _pick(v, i) for k, v in kwargs.items()}) for i in range(n)]
         if "out" in kwargs:
             return kwargs["out"]
         if out and isinstance(out[0], tuple):
