@@ -206,3 +206,65 @@ def run_differential(
         for i, (a, b) in enumerate(zip(ref_leaves, our_leaves)):
             assert_same(a.grad, b.grad, exact, f"grad of initial param {i} through the steps", **tol)
     return ref, ours
+
+
+def save_load(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """``torch.save`` then ``torch.load(weights_only=True)``: what a checkpoint on disk gives back."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state_dict, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def run_handover(
+    first_cls: type,
+    second_cls: type,
+    kwargs: dict[str, Any],
+    groups: list[dict[str, Any]],
+    grads: list[list[torch.Tensor | None]],
+    switch_at: int,
+    closure_loss: Callable[[list[torch.Tensor]], torch.Tensor] | None = None,
+) -> None:
+    """Train with ``first_cls`` for ``switch_at`` steps, checkpoint (through torch.save/load weights_only), resume
+    the checkpoint with ``second_cls`` on copies of the parameters, and check that the resumed run and the
+    uninterrupted one stay bitwise equal to the end."""
+    problem = Problem(groups)
+    first_groups, _ = problem.instantiate()
+    first = first_cls(first_groups, **clone_kwargs(kwargs))
+    first_params = [p for g in first.param_groups for p in g["params"]]
+
+    def step(opt: torch.optim.Optimizer, params: list[torch.Tensor], gs: list[torch.Tensor | None]) -> Any:
+        if closure_loss is not None:
+
+            def closure() -> torch.Tensor:
+                opt.zero_grad()
+                loss = closure_loss(params)
+                loss.backward()
+                return loss
+
+            return opt.step(closure)
+        for p, g in zip(params, gs):
+            p.grad = None if g is None else g.clone()
+        return opt.step()
+
+    for gs in grads[:switch_at]:
+        step(first, first_params, gs)
+    checkpoint = save_load(first.state_dict())
+
+    second_groups = []
+    it = iter(first_params)
+    for g in groups:
+        ng = {k: copy.deepcopy(v) for k, v in g.items() if k != "params"}
+        ng["params"] = [next(it).detach().clone().requires_grad_(True) for _ in g["params"]]
+        second_groups.append(ng)
+    second = second_cls(second_groups, **clone_kwargs(kwargs))
+    second.load_state_dict(checkpoint)
+    second_params = [p for g in second.param_groups for p in g["params"]]
+    assert_same(first.state_dict()["param_groups"], second.state_dict()["param_groups"], True, "groups after load")
+    for i, gs in enumerate(grads[switch_at:], switch_at):
+        a = step(first, first_params, gs)
+        b = step(second, second_params, gs)
+        assert_same(a, b, True, f"step {i} return value")
+        assert_states_same(first, second, True, f"resumed, step {i}")

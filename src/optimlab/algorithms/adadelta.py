@@ -16,7 +16,7 @@ from optimlab.algorithms._base import (
     setdefault_flags,
     tensor_steps,
 )
-from optimlab.engines import Hyper, as_real
+from optimlab.engines import Hyper, TensorList, as_real
 from optimlab.optimizer import ParamsT, _to_scalar
 
 __all__ = ["Adadelta"]
@@ -122,8 +122,6 @@ class Adadelta(ElementwiseOptimizer):
 
 def _as_complex_like(delta: Any, param: Any) -> Any:
     """Undo ``as_real`` on ``delta`` wherever ``param`` is complex (elementwise over lists)."""
-    from optimlab.engines import TensorList
-
     if isinstance(delta, TensorList):
         return TensorList(_as_complex_like(d, p) for d, p in zip(delta, param))
     return torch.view_as_complex(delta) if torch.is_complex(param) else delta
