@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 import torch
-from parity import assert_same
 from torch.optim.optimizer import register_optimizer_step_pre_hook as torch_register_pre_hook
 
 import optimlab
 from optimlab.optimizer import Optimizer
+from parity import assert_same
 
 
 def _params(n: int = 3, seed: int = 0) -> list[torch.Tensor]:
