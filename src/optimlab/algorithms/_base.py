@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from optimlab.engines import Hyper, run_foreach, run_per_tensor
+from optimlab.engines.flat import FlatEngine
 from optimlab.optimizer import (
     Optimizer,
     _default_to_fused_or_foreach,
@@ -134,6 +135,8 @@ class ElementwiseOptimizer(Optimizer):
     _graph_check: ClassVar[bool] = True
     #: whether the capturable device list names "xla" (torch's single-tensor, foreach paths) in its message.
     _capturable_xla: ClassVar[tuple[bool, bool]] = (True, False)
+    #: the 0-dim state entries of a parameter (counters and running scalars); the others are shaped like it.
+    _scalar_state: ClassVar[tuple[str, ...]] = ("step",)
     _finish: Callable[[Hyper, dict[str, Any]], None] | None = None
 
     # ------------------------------------------------------------------ to be defined by an algorithm
@@ -172,6 +175,8 @@ class ElementwiseOptimizer(Optimizer):
         return bool(foreach)
 
     def _engine(self, group: dict[str, Any], params: list[Tensor]) -> Callable[..., None]:
+        if group.get("fused"):
+            return self._fused_engine
         if self._uses_foreach(group, params):
             if group.get("differentiable", False):
                 raise AssertionError("_foreach ops don't support autograd")
@@ -179,6 +184,15 @@ class ElementwiseOptimizer(Optimizer):
                 return run_per_tensor
             return run_foreach
         return run_per_tensor
+
+    def _flat_engine(self) -> FlatEngine:
+        engine = self.__dict__.get("_flat")
+        if engine is None:
+            engine = self.__dict__["_flat"] = FlatEngine()
+        return engine
+
+    def _fused_engine(self, rule: Any, h: Hyper, params: list[Tensor], group: dict[str, Any]) -> None:
+        self._flat_engine().run(self, group, h, params)
 
     @_use_grad_for_differentiable
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
@@ -190,6 +204,10 @@ class ElementwiseOptimizer(Optimizer):
         Every gradient is checked before anything changes: a step that raises leaves parameters and state as
         they were.
         """
+        return self._step(closure)
+
+    def _step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """The body of ``step``, without its grad-mode wrapper (for subclasses that run under ``no_grad``)."""
         if self._graph_check:
             self._accelerator_graph_capture_health_check()
         loss = None
@@ -200,13 +218,23 @@ class ElementwiseOptimizer(Optimizer):
         work = []
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
-            for p in params:
-                self._check_grad(group, p)
+            if group.get("fused"):
+                # The fused engine initialises state itself; only a sparse grad needs the per-param checks.
+                if any(p.grad.is_sparse for p in params):  # type: ignore[union-attr]
+                    for p in params:
+                        self._check_grad(group, p)
+                self._flat_engine().prepare(self, group)
+            else:
+                for p in params:
+                    self._check_grad(group, p)
             self._check_group(group, params)
             work.append((group, params, self._engine(group, params) if params else None))
 
         for group, params, engine in work:
             if not params:
+                continue
+            if engine == self._fused_engine:
+                self._fused_engine(self, self._hyper(group), params, group)
                 continue
             if self._has_state(group):
                 states = [self.state[p] for p in params]

@@ -10,6 +10,7 @@ from torch import Tensor
 from optimlab.algorithms._base import (
     ElementwiseOptimizer,
     check_capturable_devices,
+    check_fused_flags,
     check_lr,
     check_non_negative,
     new_step,
@@ -37,6 +38,9 @@ class Adadelta(ElementwiseOptimizer):
         eps: added inside both square roots (default 1e-6).
         weight_decay: L2 penalty added to the gradient (default 0).
         foreach, capturable, maximize, differentiable: as in ``torch.optim.Adadelta``.
+        fused: run the update with optimlab's fused engine (``optimlab.engines.flat``); an optimlab extension.
+            The group gets a ``fused`` key only when it is set, so default groups and state_dicts stay torch's.
+        fused: run the update with optimlab\'s fused engine (an optimlab extension; torch has no fused here).
 
     Reference: Zeiler, "ADADELTA: An Adaptive Learning Rate Method" (2012, arXiv:1212.5701).
     """
@@ -56,6 +60,7 @@ class Adadelta(ElementwiseOptimizer):
         capturable: bool = False,
         maximize: bool = False,
         differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         check_lr(lr)
         if not 0.0 <= rho <= 1.0:
@@ -72,7 +77,10 @@ class Adadelta(ElementwiseOptimizer):
             "foreach": foreach,
             "differentiable": differentiable,
         }
+        if fused:  # an optimlab extension: the key exists only when asked for, so groups stay torch\'s
+            defaults["fused"] = fused
         super().__init__(params, defaults)
+        check_fused_flags(fused, foreach, differentiable)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)

@@ -11,6 +11,7 @@ from optimlab.algorithms._base import (
     ElementwiseOptimizer,
     check_betas,
     check_capturable_devices,
+    check_fused_flags,
     check_lr,
     check_non_negative,
     new_step,
@@ -37,6 +38,9 @@ class Adamax(ElementwiseOptimizer):
         eps: added to :math:`|g|` for numerical stability (default 1e-8).
         weight_decay: L2 penalty added to the gradient (default 0).
         foreach, maximize, differentiable, capturable: as in ``torch.optim.Adamax``.
+        fused: run the update with optimlab's fused engine (``optimlab.engines.flat``); an optimlab extension.
+            The group gets a ``fused`` key only when it is set, so default groups and state_dicts stay torch's.
+        fused: run the update with optimlab\'s fused engine (an optimlab extension; torch has no fused here).
 
     Reference: Kingma & Ba, "Adam: A Method for Stochastic Optimization" (2014, arXiv:1412.6980), section 7.1.
     """
@@ -55,6 +59,7 @@ class Adamax(ElementwiseOptimizer):
         maximize: bool = False,
         differentiable: bool = False,
         capturable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         check_lr(lr)
         check_non_negative(eps, "Invalid epsilon value")
@@ -70,7 +75,10 @@ class Adamax(ElementwiseOptimizer):
             "differentiable": differentiable,
             "capturable": capturable,
         }
+        if fused:  # an optimlab extension: the key exists only when asked for, so groups stay torch\'s
+            defaults["fused"] = fused
         super().__init__(params, defaults)
+        check_fused_flags(fused, foreach, differentiable)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)

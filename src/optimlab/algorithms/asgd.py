@@ -10,6 +10,7 @@ from torch import Tensor
 from optimlab.algorithms._base import (
     ElementwiseOptimizer,
     check_capturable_devices,
+    check_fused_flags,
     check_lr,
     check_non_negative,
     setdefault_flags,
@@ -38,12 +39,16 @@ class ASGD(ElementwiseOptimizer):
         t0: step at which averaging starts (default 1e6).
         weight_decay: L2 penalty added to the gradient (default 0).
         foreach, maximize, differentiable, capturable: as in ``torch.optim.ASGD``.
+        fused: run the update with optimlab's fused engine (``optimlab.engines.flat``); an optimlab extension.
+            The group gets a ``fused`` key only when it is set, so default groups and state_dicts stay torch's.
+        fused: run the update with optimlab\'s fused engine (an optimlab extension; torch has no fused here).
 
     Reference: Polyak & Juditsky, "Acceleration of Stochastic Approximation by Averaging" (SIAM J. Control
     Optim. 1992).
     """
 
     _sparse_error = "ASGD does not support sparse gradients"
+    _scalar_state = ("step", "eta", "mu")
 
     def __init__(
         self,
@@ -57,6 +62,8 @@ class ASGD(ElementwiseOptimizer):
         maximize: bool = False,
         differentiable: bool = False,
         capturable: bool = False,
+        *,
+        fused: bool | None = None,
     ) -> None:
         check_lr(lr)
         check_non_negative(weight_decay, "Invalid weight_decay value")
@@ -71,7 +78,10 @@ class ASGD(ElementwiseOptimizer):
             "differentiable": differentiable,
             "capturable": capturable,
         }
+        if fused:  # an optimlab extension: the key exists only when asked for, so groups stay torch\'s
+            defaults["fused"] = fused
         super().__init__(params, defaults)
+        check_fused_flags(fused, foreach, differentiable)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)

@@ -11,6 +11,7 @@ from optimlab.algorithms._base import (
     ElementwiseOptimizer,
     check_betas,
     check_capturable_devices,
+    check_fused_flags,
     check_lr,
     check_non_negative,
     new_step,
@@ -40,11 +41,15 @@ class NAdam(ElementwiseOptimizer):
         momentum_decay: :math:`\psi` of the momentum schedule (default 4e-3).
         decoupled_weight_decay: decay the weights directly as AdamW does.
         foreach, maximize, capturable, differentiable: as in ``torch.optim.NAdam``.
+        fused: run the update with optimlab's fused engine (``optimlab.engines.flat``); an optimlab extension.
+            The group gets a ``fused`` key only when it is set, so default groups and state_dicts stay torch's.
+        fused: run the update with optimlab\'s fused engine (an optimlab extension; torch has no fused here).
 
     Reference: Dozat, "Incorporating Nesterov Momentum into Adam" (ICLR 2016 workshop).
     """
 
     _sparse_error = "NAdam does not support sparse gradients"
+    _scalar_state = ("step", "mu_product")
 
     def __init__(
         self,
@@ -60,6 +65,7 @@ class NAdam(ElementwiseOptimizer):
         maximize: bool = False,
         capturable: bool = False,
         differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         check_lr(lr)
         check_non_negative(eps, "Invalid epsilon value")
@@ -78,7 +84,10 @@ class NAdam(ElementwiseOptimizer):
             "capturable": capturable,
             "differentiable": differentiable,
         }
+        if fused:  # an optimlab extension: the key exists only when asked for, so groups stay torch\'s
+            defaults["fused"] = fused
         super().__init__(params, defaults)
+        check_fused_flags(fused, foreach, differentiable)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)

@@ -11,6 +11,7 @@ from optimlab.algorithms._base import (
     ElementwiseOptimizer,
     check_betas,
     check_capturable_devices,
+    check_fused_flags,
     check_lr,
     check_non_negative,
     new_step,
@@ -43,6 +44,9 @@ class RAdam(ElementwiseOptimizer):
         weight_decay: weight decay (default 0), L2 unless ``decoupled_weight_decay``.
         decoupled_weight_decay: decay the weights directly as AdamW does (RAdamW).
         foreach, maximize, capturable, differentiable: as in ``torch.optim.RAdam``.
+        fused: run the update with optimlab's fused engine (``optimlab.engines.flat``); an optimlab extension.
+            The group gets a ``fused`` key only when it is set, so default groups and state_dicts stay torch's.
+        fused: run the update with optimlab\'s fused engine (an optimlab extension; torch has no fused here).
 
     Reference: Liu et al., "On the Variance of the Adaptive Learning Rate and Beyond" (ICLR 2020,
     arXiv:1908.03265).
@@ -63,6 +67,7 @@ class RAdam(ElementwiseOptimizer):
         maximize: bool = False,
         capturable: bool = False,
         differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         check_lr(lr)
         check_non_negative(eps, "Invalid epsilon value")
@@ -79,7 +84,10 @@ class RAdam(ElementwiseOptimizer):
             "decoupled_weight_decay": decoupled_weight_decay,
             "differentiable": differentiable,
         }
+        if fused:  # an optimlab extension: the key exists only when asked for, so groups stay torch\'s
+            defaults["fused"] = fused
         super().__init__(params, defaults)
+        check_fused_flags(fused, foreach, differentiable)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)

@@ -10,6 +10,7 @@ from torch import Tensor
 from optimlab.algorithms._base import (
     ElementwiseOptimizer,
     check_capturable_devices,
+    check_fused_flags,
     check_lr,
     check_non_negative,
     new_step,
@@ -39,6 +40,9 @@ class RMSprop(ElementwiseOptimizer):
         momentum: momentum factor (default 0).
         centered: normalize by an estimate of the gradient's variance instead of its second moment.
         capturable, foreach, maximize, differentiable: as in ``torch.optim.RMSprop``.
+        fused: run the update with optimlab's fused engine (``optimlab.engines.flat``); an optimlab extension.
+            The group gets a ``fused`` key only when it is set, so default groups and state_dicts stay torch's.
+        fused: run the update with optimlab\'s fused engine (an optimlab extension; torch has no fused here).
 
     References: Tieleman & Hinton, Lecture 6.5 of "Neural Networks for Machine Learning" (Coursera, 2012);
     Graves, "Generating Sequences With Recurrent Neural Networks" (2013, arXiv:1308.0850) for the centered form.
@@ -60,6 +64,8 @@ class RMSprop(ElementwiseOptimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         differentiable: bool = False,
+        *,
+        fused: bool | None = None,
     ) -> None:
         check_lr(lr)
         check_non_negative(eps, "Invalid epsilon value")
@@ -78,7 +84,10 @@ class RMSprop(ElementwiseOptimizer):
             "maximize": maximize,
             "differentiable": differentiable,
         }
+        if fused:  # an optimlab extension: the key exists only when asked for, so groups stay torch\'s
+            defaults["fused"] = fused
         super().__init__(params, defaults)
+        check_fused_flags(fused, foreach, differentiable)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)

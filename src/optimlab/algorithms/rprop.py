@@ -10,6 +10,7 @@ from torch import Tensor
 from optimlab.algorithms._base import (
     ElementwiseOptimizer,
     check_capturable_devices,
+    check_fused_flags,
     check_lr,
     new_step,
     setdefault_flags,
@@ -37,6 +38,9 @@ class Rprop(ElementwiseOptimizer):
         etas: multiplicative decrease and increase factors :math:`(\eta^-, \eta^+)` (default (0.5, 1.2)).
         step_sizes: minimal and maximal step sizes (default (1e-6, 50)).
         capturable, foreach, maximize, differentiable: as in ``torch.optim.Rprop``.
+        fused: run the update with optimlab's fused engine (``optimlab.engines.flat``); an optimlab extension.
+            The group gets a ``fused`` key only when it is set, so default groups and state_dicts stay torch's.
+        fused: run the update with optimlab\'s fused engine (an optimlab extension; torch has no fused here).
 
     Reference: Riedmiller & Braun, "A direct adaptive method for faster backpropagation learning: the RPROP
     algorithm" (ICNN 1993).
@@ -56,6 +60,7 @@ class Rprop(ElementwiseOptimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         check_lr(lr)
         if not 0.0 < etas[0] < 1.0 < etas[1]:
@@ -69,7 +74,10 @@ class Rprop(ElementwiseOptimizer):
             "differentiable": differentiable,
             "capturable": capturable,
         }
+        if fused:  # an optimlab extension: the key exists only when asked for, so groups stay torch\'s
+            defaults["fused"] = fused
         super().__init__(params, defaults)
+        check_fused_flags(fused, foreach, differentiable)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)

@@ -76,6 +76,8 @@ class SGD(ElementwiseOptimizer):
         super().__init__(params, defaults)
         check_fused_flags(fused, foreach, differentiable)
 
+    _scalar_state = ()
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         setdefault_flags(self, nesterov=False, maximize=False, foreach=None, differentiable=False, fused=False)

@@ -1,0 +1,402 @@
+"""The fused engine (``fused=True``): an algorithm's ``_update`` over flat contiguous buffers, compiled.
+
+A step is memory-bound: the floor is the bytes it must move (AdamW fp32: 28 per parameter) over the memory
+bandwidth.  Running an update op by op crosses memory once per op; per tensor, it pays Python and dispatch per
+tensor.  This engine removes both:
+
+* small parameters (fewer than ``SMALL`` elements: biases, norms, small layers) of one group, device and dtype
+  are packed into one flat buffer: each parameter's ``.data`` becomes a view of it, and its state tensors views
+  of flat state buffers of the same layout, so thousands of tensors update in a handful of calls.  Their
+  gradients are gathered with one ``torch.cat`` per step;
+* large parameters stay where they are and are updated one call each, on their own storage;
+* each call runs the algorithm's own ``_update`` compiled into one elementwise kernel
+  (``optimlab.engines.compiled``), or eagerly chunk by chunk where no compiler works.
+
+What the user sees stays torch's: ``optimizer.state[p]`` holds per-parameter tensors with the usual keys
+(views), ``state_dict()`` has torch's layout and loads into torch.optim, ``step`` counters are per parameter.
+Parameters without a gradient in a step are skipped, exactly as on the default path: the flat buffers are cut
+into segments of parameters that have a gradient and equal scalar state (``step``...), one call per segment.
+
+Falls back to the per-tensor engine, saying so once, for what it cannot pack: sparse gradients, parameters that
+are not plain dense tensors (DTensor, other subclasses), non-contiguous or overlapping parameters, gradients of
+another dtype or layout.
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from optimlab.engines.compiled import kernel_for, run_chunked, warn_once
+from optimlab.optimizer import _device_dtype_check_for_fused
+
+__all__ = ["SMALL", "FlatEngine"]
+
+#: parameters with fewer elements than this are packed into flat buffers.
+SMALL = 1 << 16
+
+_PLAIN_TYPES = (Tensor, torch.nn.Parameter)
+
+
+def _real_flat(t: Tensor) -> Tensor:
+    """A contiguous tensor as a 1-D real tensor (complex numbers as pairs of reals)."""
+    return torch.view_as_real(t).view(-1) if t.is_complex() else t.view(-1)
+
+
+class _Recorder(dict):
+    """The state handed to ``_update``: remembers entries the update creates (SGD's first momentum buffer)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.created: list[str] = []
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key not in self:
+            self.created.append(key)
+        super().__setitem__(key, value)
+
+
+class _Stateless(dict):
+    """Stands for ``optimizer.state`` when the algorithm keeps none: hands out throw-away empty dicts."""
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __getitem__(self, key: Any) -> dict[str, Any]:
+        return {}
+
+    def get(self, key: Any, default: Any = None) -> dict[str, Any]:
+        return {}
+
+
+class _Packed:
+    """The small parameters of one (group, device, dtype), packed into flat buffers."""
+
+    def __init__(self, params: list[Tensor], scalar_keys: tuple[str, ...]) -> None:
+        self.params = params
+        self.scalar_keys = scalar_keys
+        self.numels = [p.numel() for p in params]
+        self.offsets = [0]
+        for n in self.numels:
+            self.offsets.append(self.offsets[-1] + n)
+        first = params[0]
+        self.flat = torch.empty(self.offsets[-1], dtype=first.dtype, device=first.device)
+        with torch.no_grad():
+            for p, a, b in zip(params, self.offsets, self.offsets[1:]):
+                self.flat[a:b].copy_(p.detach().reshape(-1))
+                p.data = self.flat[a:b].view_as(p)
+        self.ptrs = [p.data_ptr() for p in params]
+        self.real_flat = _real_flat(self.flat)
+        self.factor = 2 if first.is_complex() else 1  # real elements per element
+        self.tensor_state: dict[str, Tensor] = {}  # key -> flat buffer shaped like self.flat
+        self.scalar_state: dict[str, Tensor] = {}  # key -> 1-D buffer, one entry per parameter
+        self.packed_states: list[dict[str, Any] | None] = [None] * len(params)  # the dicts our views live in
+        self.views: list[tuple[Any, ...]] = [()] * len(params)  # the values we put in them
+        self.layout: list[tuple[str, ...] | None] = [None] * len(params)
+
+    # ------------------------------------------------------------------ state packing
+
+    def adopt(self, i: int, state: dict[str, Any]) -> None:
+        """Move the state of parameter ``i`` into the flat buffers (its entries become views of them)."""
+        p = self.params[i]
+        a, b = self.offsets[i], self.offsets[i + 1]
+        for key, value in list(state.items()):
+            if not isinstance(value, Tensor):
+                continue
+            if key in self.scalar_keys:
+                buf = self.scalar_state.get(key)
+                if buf is None or buf.dtype != value.dtype or buf.device != value.device:
+                    buf = self._new_scalar_buffer(key, value)
+                buf[i].copy_(value.detach())
+                state[key] = buf[i]
+            elif value.shape == p.shape and value.dtype == p.dtype and value.device == p.device:
+                buf = self.tensor_state.get(key)
+                if buf is None:
+                    buf = self.tensor_state[key] = torch.zeros_like(self.flat)
+                buf[a:b].copy_(value.detach().reshape(-1))
+                state[key] = buf[a:b].view_as(p)
+        self._remember(i, state)
+
+    def _remember(self, i: int, state: dict[str, Any]) -> None:
+        self.packed_states[i] = state
+        self.views[i] = tuple(state.values())
+        self.layout[i] = tuple(state)
+
+    def _new_scalar_buffer(self, key: str, like: Tensor) -> Tensor:
+        old = self.scalar_state.get(key)
+        buf = torch.zeros(len(self.params), dtype=like.dtype, device=like.device)
+        if old is not None:  # re-home the views already handed out
+            buf.copy_(old.to(buf.dtype))
+            for j, st in enumerate(self.packed_states):
+                if st is not None and key in st:
+                    st[key] = buf[j]
+                    self._remember(j, st)
+        self.scalar_state[key] = buf
+        return buf
+
+    def is_packed(self, i: int, state: dict[str, Any]) -> bool:
+        """Whether parameter ``i``'s state is still made of our views (load_state_dict replaces them)."""
+        views = self.views[i]
+        return (
+            state is self.packed_states[i]
+            and len(state) == len(views)
+            and all(map(operator.is_, state.values(), views))
+        )
+
+    def segment_state(self, a: int, b: int, rep: int) -> _Recorder:
+        """The state of parameters a..b-1 as one: flat slices, and parameter ``rep``'s scalars."""
+        lo, hi = self.offsets[a] * self.factor, self.offsets[b] * self.factor
+        seg = _Recorder()
+        for key in self.layout[rep] or ():
+            if key in self.scalar_state:
+                seg[key] = self.scalar_state[key][rep]
+            elif key in self.tensor_state:
+                seg[key] = _real_flat(self.tensor_state[key])[lo:hi]
+        seg.created.clear()
+        return seg
+
+
+class FlatEngine:
+    """The fused engine of one optimizer: a plan per parameter group, rebuilt when the group changes."""
+
+    def __init__(self) -> None:
+        self.plans: dict[int, _Plan] = {}
+
+    def prepare(self, rule: Any, group: dict[str, Any]) -> _Plan:
+        """The plan of ``group``, (re)built if the group is new or its parameter list changed."""
+        plan = self.plans.get(id(group))
+        params = group["params"]
+        if (
+            plan is None
+            or plan.group is not group
+            or len(plan.group_params) != len(params)
+            or not all(map(operator.is_, plan.group_params, params))
+        ):
+            for p in params:
+                if not p.is_complex():
+                    _device_dtype_check_for_fused(p)
+            live = {id(g) for g in rule.param_groups}
+            self.plans = {k: v for k, v in self.plans.items() if k in live}
+            plan = self.plans[id(group)] = _Plan(rule._scalar_state, group)
+        return plan
+
+    def run(self, rule: Any, group: dict[str, Any], h: Any, params: list[Tensor]) -> None:
+        self.prepare(rule, group).run(rule, h, params)
+
+
+class _Plan:
+    def __init__(self, scalar_keys: tuple[str, ...], group: dict[str, Any]) -> None:
+        self.group = group
+        self.scalar_keys = scalar_keys
+        self.group_params = list(group["params"])
+        self.packed: list[_Packed] = []
+        self.large: list[Tensor] = []
+        self.fallback: set[Tensor] = set()
+        small: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
+        seen: set[Tensor] = set()
+        for p in _without_overlaps(self.group_params, self.fallback):
+            if p in seen:
+                continue
+            seen.add(p)
+            reason = _unsupported(p)
+            if reason is not None:
+                warn_once(f"optimlab: fused=True cannot pack a parameter ({reason}); it is updated tensor by tensor.")
+                self.fallback.add(p)
+            elif p.numel() < SMALL:
+                small.setdefault((p.device, p.dtype), []).append(p)
+            else:
+                self.large.append(p)
+        self.packed = [_Packed(ps, scalar_keys) for ps in small.values()]
+        self.index = {p: (k, i) for k, pk in enumerate(self.packed) for i, p in enumerate(pk.params)}
+
+    def run(self, rule: Any, h: Any, params: list[Tensor]) -> None:
+        from optimlab.engines import run_per_tensor
+
+        # Stateless configurations (SGD without momentum) keep no state entries at all, as on the default path.
+        state = rule.state if rule._has_state(self.group) else _Stateless()
+        if not all(map(state.__contains__, params)):
+            for p in params:  # state entries appear in parameter order, as on the other paths
+                state[p]
+        leftovers = [p for p in params if p in self.fallback] if self.fallback else []
+        for pk in self.packed:
+            leftovers.extend(self._run_packed(rule, h, pk, state))
+        for p in self.large:
+            if p.grad is not None and not self._run_large(rule, h, p, state):
+                leftovers.append(p)
+        if leftovers:
+            states = [state[p] for p in leftovers]
+            for p, st in zip(leftovers, states):
+                if len(st) == 0:
+                    rule._init_state(self.group, p, st)
+            run_per_tensor(rule, h, leftovers, states)
+
+    # ------------------------------------------------------------------ large parameters: one call each
+
+    def _run_large(self, rule: Any, h: Any, p: Tensor, all_state: Any) -> bool:
+        g = p.grad
+        if g.is_sparse or g.dtype != p.dtype or g.shape != p.shape or not p.is_contiguous():  # type: ignore[union-attr]
+            warn_once(
+                "optimlab: fused=True met a gradient it cannot use in place (sparse, other dtype or shape); "
+                "those parameters are updated tensor by tensor."
+            )
+            return False
+        state = all_state[p]
+        if len(state) == 0:
+            rule._init_state(self.group, p, state)
+        seg = _Recorder()
+        for key, value in state.items():
+            if isinstance(value, Tensor) and key not in self.scalar_keys:
+                if not value.is_contiguous():
+                    value = state[key] = value.contiguous()
+                value = _real_flat(value)
+            seg[key] = value
+        seg.created.clear()
+        hp = rule._scalars(h, seg)
+        _call(rule, _real_flat(p.data), _real_flat(g.contiguous()), seg, hp)  # type: ignore[union-attr]
+        for key in seg.created:
+            state[key] = _unflat(seg[key], p)
+        if rule._finish is not None:
+            rule._finish(hp, seg)
+        return True
+
+    # ------------------------------------------------------------------ small parameters: packed
+
+    def _run_packed(self, rule: Any, h: Any, pk: _Packed, all_state: Any) -> list[Tensor]:
+        params = pk.params
+        grads = [p.grad for p in params]
+        if any(g is not None and (g.is_sparse or g.dtype != pk.flat.dtype) for g in grads):
+            warn_once(
+                "optimlab: fused=True met a sparse gradient or one of another dtype; those parameters are "
+                "updated tensor by tensor."
+            )
+            return [p for p, g in zip(params, grads) if g is not None]
+        if [p.data_ptr() for p in params] != pk.ptrs:
+            # Something rebound a parameter (p.data = ..., module.to(...)): pack again from the live tensors.
+            self._repack(pk, all_state)
+            return self._run_packed(rule, h, pk, all_state)
+
+        has = [g is not None for g in grads]
+        for i, p in enumerate(params):
+            if has[i] and not isinstance(all_state, _Stateless):
+                st = all_state[p]
+                if len(st) == 0:
+                    rule._init_state(self.group, p, st)
+                if not pk.is_packed(i, st):
+                    pk.adopt(i, st)
+
+        for a, b in _runs(has):
+            # One C++ call gathers the run's gradients (a Python loop of copies would cost more than the update).
+            flat_grad = _real_flat(torch._C._nn.flatten_dense_tensors(grads[a:b]))
+            for sa, sb in self._segments(pk, a, b):
+                lo = (pk.offsets[sa] - pk.offsets[a]) * pk.factor
+                hi = (pk.offsets[sb] - pk.offsets[a]) * pk.factor
+                self._run_segment(rule, h, pk, sa, sb, flat_grad[lo:hi])
+        return []
+
+    def _segments(self, pk: _Packed, a: int, b: int) -> list[tuple[int, int]]:
+        """Cut a..b-1 where the state layout or a scalar state entry changes."""
+        cuts = {a, b}
+        layouts = pk.layout
+        for i in range(a + 1, b):
+            if layouts[i] != layouts[i - 1]:
+                cuts.add(i)
+        for buf in pk.scalar_state.values():
+            part = buf[a:b]
+            if b - a > 1 and bool((part != part[0]).any()):
+                cuts.update(int(j) + a + 1 for j in (part[1:] != part[:-1]).nonzero().flatten().tolist())
+        edges = sorted(cuts)
+        return list(itertools.pairwise(edges))
+
+    def _run_segment(self, rule: Any, h: Any, pk: _Packed, a: int, b: int, grad: Tensor) -> None:
+        seg = pk.segment_state(a, b, rep=a)
+        hp = rule._scalars(h, seg)
+        lo, hi = pk.offsets[a] * pk.factor, pk.offsets[b] * pk.factor
+        _call(rule, pk.real_flat[lo:hi], grad, seg, hp)
+        for key in seg.created:  # e.g. SGD's momentum buffer, made on its first step: give it a flat home
+            buf = pk.tensor_state.get(key)
+            if buf is None:
+                buf = pk.tensor_state[key] = torch.zeros_like(pk.flat)
+            _real_flat(buf)[lo:hi].copy_(seg[key])
+            for i in range(a, b):
+                st = pk.packed_states[i]
+                assert st is not None
+                st[key] = buf[pk.offsets[i] : pk.offsets[i + 1]].view_as(pk.params[i])
+                pk._remember(i, st)
+        if rule._finish is not None:
+            rule._finish(hp, seg)
+        # The segment shared parameter a's scalars: every member advanced alike.
+        for key, buf in pk.scalar_state.items():
+            if b - a > 1 and key in (pk.layout[a] or ()):
+                buf[a + 1 : b].copy_(buf[a].expand(b - a - 1))
+
+    def _repack(self, pk: _Packed, all_state: Any) -> None:
+        fresh = _Packed(pk.params, pk.scalar_keys)
+        for i, p in enumerate(pk.params):
+            st = all_state.get(p)
+            if st:
+                fresh.adopt(i, st)
+        k = self.packed.index(pk)
+        self.packed[k] = fresh
+        pk.__dict__.update(fresh.__dict__)
+
+
+def _call(rule: Any, param: Tensor, grad: Tensor, state: dict[str, Any], hp: Any) -> None:
+    """Run ``rule._update`` on 1-D operands: compiled if possible, else eagerly in chunks."""
+    plain = dict(state)  # the compiled kernel mutates a plain dict; entries it adds are copied back below
+    kernel = kernel_for(rule._update, type(hp), hp, (param, grad, plain))
+    if kernel is not None:
+        kernel(param, grad, plain, dict(hp))
+    else:
+        run_chunked(rule._update, param, grad, plain, hp)
+    for key, value in plain.items():
+        if state.get(key) is not value:
+            state[key] = value
+
+
+def _unflat(t: Tensor, like: Tensor) -> Tensor:
+    """Inverse of ``_real_flat``: ``t`` (1-D, real) shaped and typed like ``like``."""
+    if like.is_complex():
+        return torch.view_as_complex(t.view(*like.shape, 2))
+    return t.view(like.shape)
+
+
+def _runs(mask: list[bool]) -> list[tuple[int, int]]:
+    out = []
+    start = None
+    for i, m in enumerate([*mask, False]):
+        if m and start is None:
+            start = i
+        elif not m and start is not None:
+            out.append((start, i))
+            start = None
+    return out
+
+
+def _unsupported(p: Tensor) -> str | None:
+    if type(p) not in _PLAIN_TYPES:
+        return f"a {type(p).__name__}, not a plain tensor"
+    if p.layout != torch.strided:
+        return "not a dense tensor"
+    if not p.is_contiguous():
+        return "not contiguous"
+    if not (p.is_floating_point() or p.is_complex()):
+        return f"dtype {p.dtype}"
+    return None
+
+
+def _without_overlaps(params: list[Tensor], fallback: set[Tensor]) -> list[Tensor]:
+    """Params whose memory overlaps another's (views of one tensor) cannot be repacked apart: fall back."""
+    spans = sorted(
+        ((p.untyped_storage().data_ptr(), p.storage_offset() * p.element_size(), p) for p in params),
+        key=lambda s: (s[0], s[1]),
+    )
+    for (s1, o1, p1), (s2, o2, p2) in itertools.pairwise(spans):
+        if s1 == s2 and p1 is not p2 and o1 + p1.numel() * p1.element_size() > o2:
+            fallback.update((p1, p2))
+    if fallback:
+        warn_once("optimlab: fused=True found parameters that share memory; they are updated tensor by tensor.")
+    return [p for p in params if p not in fallback]
