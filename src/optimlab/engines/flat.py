@@ -347,7 +347,8 @@ class _Plan:
 def _call(rule: Any, param: Tensor, grad: Tensor, state: dict[str, Any], hp: Any) -> None:
     """Run ``rule._update`` on 1-D operands: compiled if possible, else eagerly in chunks."""
     plain = dict(state)  # the compiled kernel mutates a plain dict; entries it adds are copied back below
-    kernel = kernel_for(rule._update, type(hp), hp, (param, grad, plain))
+    # A 1-element operand would make Dynamo specialise (sizes 0 and 1 are special to it): run those eagerly.
+    kernel = kernel_for(rule._update, type(hp), hp, (param, grad, plain)) if param.numel() > 1 else None
     if kernel is not None:
         kernel(param, grad, plain, dict(hp))
     else:
