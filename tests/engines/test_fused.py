@@ -225,13 +225,17 @@ def test_groups_without_fused_stay_torchs() -> None:
     assert "fused" in optimlab.NAdam([p], fused=True).param_groups[0]
 
 
-def test_recompiles_do_not_happen_per_step() -> None:
-    """A scheduler changing lr every step, and changing segment sizes, must not recompile the kernel."""
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [("AdamW", {}), ("SGD", {"momentum": 0.9}), ("ASGD", {"t0": 3}), ("NAdam", {}), ("RAdam", {}), ("Adagrad", {})],
+)
+def test_recompiles_do_not_happen_per_step(name: str, kwargs: dict[str, Any]) -> None:
+    """A scheduler changing lr every step, and segments changing size, must not recompile the kernels."""
     counters = torch._dynamo.utils.counters
     ps = [torch.randn(n, requires_grad=True) for n in (10, 20, 30)]
-    opt = optimlab.AdamW(ps, lr=0.1, fused=True)
+    opt = getattr(optimlab, name)(ps, lr=0.1, fused=True, **kwargs)
     sched = optimlab.lr_scheduler.LambdaLR(opt, lambda e: 1 / (1 + e))
-    for i in range(3):
+    for i in range(8):  # past RAdam's rectification threshold and ASGD's t0: every branch has been taken
         for p in ps:
             p.grad = torch.randn_like(p)
         opt.step()
@@ -239,7 +243,7 @@ def test_recompiles_do_not_happen_per_step() -> None:
     before = counters["stats"]["unique_graphs"]
     for i in range(6):
         for j, p in enumerate(ps):
-            p.grad = None if (i + j) % 3 == 0 else torch.randn_like(p)  # varying segments
+            p.grad = None if (i + j) % 3 == 0 else torch.randn_like(p)  # varying segments and steps
         opt.step()
         sched.step()
     assert counters["stats"]["unique_graphs"] == before

@@ -9,13 +9,16 @@ runs eagerly, chunk by chunk so that its intermediate results stay in cache; a w
 
 from __future__ import annotations
 
+import contextlib
+import operator
 import os
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+import torch.fx.passes._tensorify_python_scalars as _tensorify
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
@@ -70,12 +73,31 @@ _ADDC = (Tensor.addcdiv_, Tensor.addcmul_, Tensor.addcdiv, Tensor.addcmul)
 _ALPHA = (Tensor.add_, Tensor.sub_, Tensor.add, Tensor.sub)
 
 
+@contextlib.contextmanager
+def _negation_tensorifiable() -> Iterator[None]:
+    """Let Dynamo keep ``-x`` of a number symbolic (``alpha=-lr``).
+
+    Its pass that turns number arithmetic into tensor arithmetic lists +, -, *, / and ** but not unary minus,
+    and specialises the graph on any number it meets there; the pass handles a unary minus like the others once
+    listed.  Listed only while our kernels are traced."""
+    table = _tensorify.SUPPORTED_OPS
+    added = operator.neg not in table
+    if added:
+        table[operator.neg] = torch.ops.aten.neg.default
+    try:
+        yield
+    finally:
+        if added:
+            table.pop(operator.neg, None)
+
+
 def _is_one(value: Any) -> bool:
     return type(value) in (int, float) and value == 1
 
 
 def _is_static(v: Any) -> bool:
-    return v is None or isinstance(v, bool | str | tuple)
+    # Zero is static too: updates branch on it (``if weight_decay != 0``).
+    return v is None or isinstance(v, bool | str | tuple) or (type(v) in (int, float) and v == 0)
 
 
 def _signature(h: dict[str, Any], state: dict[str, Tensor]) -> tuple[Any, ...]:
@@ -88,18 +110,49 @@ def _signature(h: dict[str, Any], state: dict[str, Tensor]) -> tuple[Any, ...]:
     return hyper, tuple((k, v.dim()) for k, v in state.items())
 
 
-def _generate(update: Update, hyper_type: type, h: dict[str, Any], state: dict[str, Tensor]) -> Callable[..., None]:
+def _used_keys(update: Update, hyper_type: type, h: dict[str, Any], example: Any) -> set[str]:
+    """The entries of ``h`` that ``update`` reads for these branches, found by running it once on tiny operands.
+
+    Only those become kernel arguments: Dynamo specialises a graph on an input number it never uses (Adam's
+    ``lr`` without weight decay lives only in the step size), which would recompile whenever it changes."""
+    used: set[str] = set()
+
+    class Recording(hyper_type):  # type: ignore[misc, valid-type]
+        __slots__ = ()
+
+        def __getattr__(self, name: str) -> Any:
+            used.add(name)
+            return super().__getattr__(name)
+
+        def __getitem__(self, name: str) -> Any:
+            used.add(name)
+            return super().__getitem__(name)
+
+    with torch.no_grad():
+        update(*_small_like(example, 4), Recording(h))
+    return used
+
+
+def _generate(
+    update: Update, hyper_type: type, h: dict[str, Any], state: dict[str, Tensor], used: set[str]
+) -> Callable[..., None]:
     """``run(param, grad, *state_tensors, *numbers)``, a function that calls ``update``.
 
     The branches of ``h`` are constants of its code and every number is a positional argument, so Dynamo makes
     the numbers symbolic instead of specialising on them (it does specialise on numbers inside a dict), and
     each configuration gets a code object, hence a compile cache, of its own.
     """
-    state_args = [f"s{i}" for i in range(len(state))]
-    numbers = [k for k, v in h.items() if not _is_static(v)]
-    number_args = {k: f"x{i}" for i, k in enumerate(numbers)}
+    # Names unique to this kernel: Dynamo remembers numbers it had to specialise by argument name, across
+    # functions, so a shared name would carry one kernel's specialisation into another.
+    tag = len(_kernels) + len(_failed)
+    state_args = [f"s{i}_{tag}" for i in range(len(state))]
+    numbers = [k for k, v in h.items() if not _is_static(v) and k in used]
+    number_args = {k: f"{k}_{tag}" for k in numbers}
     state_items = ", ".join(f"{k!r}: {a}" for k, a in zip(state, state_args))
-    hyper_items = ", ".join(f"{k!r}: {number_args.get(k, repr(v))}" for k, v in h.items())
+    # Statics become constants of the code; numbers the update does not read are left out (None).
+    hyper_items = ", ".join(
+        f"{k!r}: {number_args[k] if k in number_args else repr(v) if _is_static(v) else None}" for k, v in h.items()
+    )
     source = (
         f"def run(param, grad, {', '.join(state_args + list(number_args.values()))}):\n"
         f"    state = {{{state_items}}}\n"
@@ -138,24 +191,27 @@ def _compile(
     key: tuple[Any, ...],
     example: tuple[Tensor, Tensor, dict[str, Tensor]],
 ) -> Callable[..., None] | None:
-    run = _generate(update, hyper_type, h, example[2])
-    # dynamic=None, not True: with True Dynamo turns numbers into tensors and then specialises on every number
-    # used as an op attribute, recompiling each step; automatic dynamism instead makes them symbolic.
-    compiled = torch.compile(run, fullgraph=True)
+    try:
+        run = _generate(update, hyper_type, h, example[2], _used_keys(update, hyper_type, h, example))
+    except Exception as e:
+        _failed.add(key)
+        warn_once(f"optimlab: the fused step cannot be compiled ({type(e).__name__}: {e}); it runs eagerly instead.")
+        return None
+    # dynamic=True: sizes are symbolic and numbers become scalar tensors from the first trace (with op
+    # attributes rewritten by _NumbersAsOperands, nothing forces Dynamo to specialise on a number's value).
+    compiled = torch.compile(run, fullgraph=True, dynamic=True)
     numbers = run.numbers  # type: ignore[attr-defined]
 
     def kernel(param: Tensor, grad: Tensor, state: dict[str, Tensor], hp: dict[str, Any]) -> None:
-        out = compiled(param, grad, *state.values(), *(hp[k] for k in numbers))
+        with _negation_tensorifiable():
+            out = compiled(param, grad, *state.values(), *(hp[k] for k in numbers))
         for k, v in out.items():
             if k not in state:
                 state[k] = v
 
     try:
-        # Two traces on throw-away operands of different sizes and numbers: the first is specialised on both,
-        # the second makes sizes and numbers symbolic for good (Dynamo's automatic dynamism).
-        for n, scale in ((16, 1.0), (24, 0.5)):
-            hp = {k: (v * scale if type(v) is float and v != 0.0 else v) for k, v in h.items()}
-            kernel(*_small_like(example, n), hp)
+        # Trace once on throw-away operands, so that a failure to compile costs no real step.
+        kernel(*_small_like(example, 16), h)
     except Exception as e:  # no compiler, an op inductor cannot lower...: the eager engine still works
         _failed.add(key)
         message = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
