@@ -70,8 +70,14 @@ def _fused_vs_default(name: str, kwargs: dict[str, Any], groups: list[dict[str, 
         )
 
 
+@pytest.fixture
+def compile_sync(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Wait for kernels to compile instead of running eagerly until they are ready in the background."""
+    monkeypatch.setenv("OPTIMLAB_COMPILE", "sync")
+
+
 @pytest.mark.parametrize("name, kwargs", ELEMENTWISE, ids=IDS)
-def test_fused_compiled_matches_default_path(name: str, kwargs: dict[str, Any]) -> None:
+def test_fused_compiled_matches_default_path(name: str, kwargs: dict[str, Any], compile_sync: None) -> None:
     _fused_vs_default(name, kwargs, _groups())
 
 
@@ -90,7 +96,7 @@ def test_fused_complex_params(name: str, monkeypatch: pytest.MonkeyPatch) -> Non
     _fused_vs_default(name, kwargs, _groups(torch.complex64))
 
 
-def test_fused_packs_small_params_and_leaves_large_ones() -> None:
+def test_fused_packs_small_params_and_leaves_large_ones(compile_sync: None) -> None:
     small = [torch.randn(10, 10, requires_grad=True) for _ in range(5)]
     large = torch.randn(flat.SMALL * 2, requires_grad=True)
     values = [p.detach().clone() for p in [*small, large]]
@@ -115,7 +121,7 @@ def test_fused_packs_small_params_and_leaves_large_ones() -> None:
     assert st["step"].dim() == 0 and st["step"].dtype == torch.float32
 
 
-def test_fused_state_dict_round_trips_through_default_and_torch() -> None:
+def test_fused_state_dict_round_trips_through_default_and_torch(compile_sync: None) -> None:
     """fused optimlab -> default optimlab -> torch.optim -> fused optimlab, continuing each time."""
     groups = _groups()
     params = [p for g in groups for p in g["params"]]
@@ -124,8 +130,13 @@ def test_fused_state_dict_round_trips_through_default_and_torch() -> None:
 
     def fresh(cls: type, sd: dict[str, Any] | None, live: list[torch.Tensor], **extra: Any) -> Any:
         it = iter(live)
-        gs = [{**{k: v for k, v in g.items() if k != "params"}, "params": [next(it).detach().clone().requires_grad_()
-                                                                          for _ in g["params"]]} for g in groups]
+        gs = [
+            {
+                **{k: v for k, v in g.items() if k != "params"},
+                "params": [next(it).detach().clone().requires_grad_() for _ in g["params"]],
+            }
+            for g in groups
+        ]
         opt = cls(gs, **kwargs, **extra)
         if sd is not None:
             opt.load_state_dict(sd)
@@ -158,7 +169,7 @@ def test_fused_state_dict_round_trips_through_default_and_torch() -> None:
     assert_states_same(reference, chain, False, "after three hand-overs", rtol=1e-5, atol=1e-6)
 
 
-def test_fused_reacts_to_load_state_dict_and_rebinding() -> None:
+def test_fused_reacts_to_load_state_dict_and_rebinding(compile_sync: None) -> None:
     """Replacing the state (load_state_dict) or a parameter's data (p.data = ...) between steps is honoured."""
     ps = [torch.randn(4, 4, requires_grad=True) for _ in range(3)]
     opt = optimlab.Adam(ps, lr=0.1, fused=True)
@@ -229,7 +240,7 @@ def test_groups_without_fused_stay_torchs() -> None:
     "name, kwargs",
     [("AdamW", {}), ("SGD", {"momentum": 0.9}), ("ASGD", {"t0": 3}), ("NAdam", {}), ("RAdam", {}), ("Adagrad", {})],
 )
-def test_recompiles_do_not_happen_per_step(name: str, kwargs: dict[str, Any]) -> None:
+def test_recompiles_do_not_happen_per_step(name: str, kwargs: dict[str, Any], compile_sync: None) -> None:
     """A scheduler changing lr every step, and segments changing size, must not recompile the kernels."""
     counters = torch._dynamo.utils.counters
     ps = [torch.randn(n, requires_grad=True) for n in (10, 20, 30)]
@@ -247,3 +258,32 @@ def test_recompiles_do_not_happen_per_step(name: str, kwargs: dict[str, Any]) ->
         opt.step()
         sched.step()
     assert counters["stats"]["unique_graphs"] == before
+
+
+def test_background_compile_runs_eagerly_until_ready(monkeypatch: pytest.MonkeyPatch) -> None:
+    """By default the first steps do not wait for the compiler: they run the eager update, then the kernel."""
+    from optimlab.engines import compiled
+
+    monkeypatch.setenv("OPTIMLAB_COMPILE", "async")
+    used: list[str] = []
+    real_chunked = compiled.run_chunked
+
+    def spy(*args: Any) -> None:
+        used.append("eager")
+        real_chunked(*args)
+
+    monkeypatch.setattr(compiled, "run_chunked", spy)
+    # a configuration no other test compiles (kernels are specialised on dtype and branches)
+    ps = [torch.randn(100, dtype=torch.float64, requires_grad=True)]
+    opt = optimlab.Adamax(ps, lr=0.01, fused=True, weight_decay=0.25, maximize=True)
+    ref = optimlab.Adamax([ps[0].detach().clone().requires_grad_()], lr=0.01, weight_decay=0.25, maximize=True)
+    for step in range(3):
+        grad = torch.randn(100, dtype=torch.float64)
+        ps[0].grad, ref.param_groups[0]["params"][0].grad = grad.clone(), grad.clone()
+        opt.step()
+        ref.step()
+        if step == 0:
+            assert used == ["eager"]  # did not wait
+            assert compiled.wait_for_compiles(timeout=600)
+    assert used == ["eager"]  # the later steps ran the compiled kernel
+    torch.testing.assert_close(ps[0], ref.param_groups[0]["params"][0], rtol=1e-5, atol=1e-6)

@@ -133,7 +133,10 @@ class RAdam(ElementwiseOptimizer):
         rho_inf = 2 / (1 - beta2) - 1
         rho_t = rho_inf - 2 * step * (beta2**step) / bias_correction2
         # Only the rectified branch uses rect (for rho_t <= 4 the radicand is negative).
-        rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+        rectified = h.capturable or rho_t > 5.0
+        rect = (
+            ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5 if rectified else 0.0
+        )
         return h.with_(
             bias_correction1=bias_correction1,
             bias_correction2_sqrt=bias_correction2**0.5,

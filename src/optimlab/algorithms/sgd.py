@@ -86,7 +86,7 @@ class SGD(ElementwiseOptimizer):
         return group["momentum"] != 0
 
     def _hyper(self, group: dict[str, Any]) -> Hyper:
-        h = Hyper(
+        return Hyper(
             lr=_to_scalar(group["lr"]),
             momentum=group["momentum"],
             dampening=group["dampening"],
@@ -95,12 +95,10 @@ class SGD(ElementwiseOptimizer):
             maximize=group["maximize"],
             first=False,
         )
-        h["_first"] = h.with_(first=True)
-        return h
 
     def _scalars(self, h: Hyper, state: dict[str, Any]) -> Hyper:
         if h.momentum != 0 and state.get("momentum_buffer") is None:
-            return h["_first"]  # the buffer starts as the gradient itself, undamped
+            return h.with_(first=True)  # the buffer starts as the gradient itself, undamped
         return h
 
     @staticmethod

@@ -1,43 +1,69 @@
 """Compiling an algorithm's ``_update`` into one elementwise kernel (TorchInductor), with an eager fallback.
 
-The same ``_update`` that the per-tensor engine runs op by op is traced by ``torch.compile`` over flat 1-D
-operands: every op of the update then runs in one pass over memory instead of one pass per op.  Numbers that
-change every step (bias corrections, a scheduler's lr) are kernel arguments and sizes are symbolic, so steps
-never recompile after warm-up.  Where no compiler works (no C++ toolchain, an unsupported platform) the update
-runs eagerly, chunk by chunk so that its intermediate results stay in cache; a warning says so once.
+The same ``_update`` that the per-tensor engine runs op by op is traced by ``torch.compile`` over 1-D operands:
+every op of the update then runs in one pass over memory instead of one pass per op.
+
+* Numbers that change every step (bias corrections, a scheduler's lr) travel as one float64 tensor, and sizes are
+  symbolic: a configuration compiles once and never recompiles.  In the trace a number is a ``Number``: a 0-dim
+  tensor whose sign is known, so ``if weight_decay != 0`` still branches in Python; ``_NumbersAsOperands``
+  turns op attributes that must be Python numbers (``value=``, ``alpha=``) into multiplications.
+* Compiling takes seconds (tens of seconds on a cold cache, most of it the C++ compiler).  It runs in a
+  background thread: until a kernel is ready, steps run the same update eagerly, chunk by chunk so that its
+  intermediate results stay in cache.  ``OPTIMLAB_COMPILE=sync`` waits for the compiler instead (tests,
+  benchmarks), ``OPTIMLAB_COMPILE=0`` never compiles.
+* A compiled kernel is called directly (Inductor's callable, about 20 µs), not through Dynamo's frame hooks and
+  guards (about 90 µs): the engine guarantees what the guards would check (dtype, 1-D contiguous operands of
+  more than one element).  Where that cannot be set up, the Dynamo-wrapped function is called.
+
+Where no compiler works (no C++ toolchain, an op Inductor cannot lower) the eager path stays; a warning says so
+once.
 """
 
 from __future__ import annotations
 
-import contextlib
 import operator
 import os
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.fx.passes._tensorify_python_scalars as _tensorify
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["compile_enabled", "kernel_for", "run_chunked", "warn_once"]
+__all__ = ["Kernel", "compile_mode", "kernel_for", "run_chunked", "runner", "wait_for_compiles", "warn_once"]
 
-#: elements per chunk of the eager fallback: a handful of fp32 operands of this size fit in a core's L2 cache.
+#: elements per chunk of the eager path: a handful of fp32 operands of this size fit in a core's L2 cache.
 CHUNK = 1 << 15
+#: operand size of the trace that compiles a kernel (large enough for Inductor to split the loop over threads;
+#: traced with 16 elements, kernels came out single-threaded: 2x slower on 2 cores).
+WARM_UP_SIZE = 1 << 18
 
 Update = Callable[[Any, Any, dict[str, Any], Any], None]
 
 _lock = threading.Lock()
-_kernels: dict[tuple[Any, ...], Callable[..., None]] = {}
+_kernels: dict[tuple[Any, ...], Kernel] = {}
+_pending: dict[tuple[Any, ...], threading.Thread] = {}
 _failed: set[tuple[Any, ...]] = set()
+_messages: list[str] = []  # warnings raised in compile threads, re-emitted from the caller's thread
 _warned: set[str] = set()
 
 
-def compile_enabled() -> bool:
-    """Whether fused steps compile their update (set ``OPTIMLAB_COMPILE=0`` to run them eagerly)."""
-    return os.environ.get("OPTIMLAB_COMPILE", "1").lower() not in ("0", "false", "no", "")
+def compile_mode() -> str:
+    """``"async"`` (default: compile in the background), ``"sync"`` (wait for it) or ``"off"``, from the
+    environment variable ``OPTIMLAB_COMPILE`` (``1``/``async``, ``sync``, ``0``/``off``)."""
+    value = os.environ.get("OPTIMLAB_COMPILE", "async").strip().lower()
+    if value in ("0", "off", "false", "no", ""):
+        return "off"
+    return "sync" if value == "sync" else "async"
+
+
+def wait_for_compiles(timeout: float | None = None) -> bool:
+    """Block until the kernels being compiled in the background are ready; True if none is left pending."""
+    for thread in list(_pending.values()):
+        thread.join(timeout)
+    return not _pending
 
 
 def warn_once(message: str) -> None:
@@ -46,75 +72,139 @@ def warn_once(message: str) -> None:
         warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
-class _NumbersAsOperands(TorchFunctionMode):
-    """While tracing: turn op attributes that are numbers (``value=``, ``alpha=``, a ``lerp_`` weight) into
-    multiplications, the form in which Dynamo keeps a changing number symbolic instead of specialising the
-    graph on its value (``addcdiv_(a, b, value=s)`` becomes ``add_(a / b * s)``, the same up to rounding)."""
+# ---------------------------------------------------------------------------------------------- tracing helpers
 
-    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
-        kwargs = kwargs or {}
-        if func in _ADDC and len(args) == 3:
-            x, t1, t2 = args
-            value = kwargs.get("value", 1)
-            term = t1 / t2 if func in (Tensor.addcdiv_, Tensor.addcdiv) else t1 * t2
-            term = term if _is_one(value) else term * value
-            return x.add_(term) if func in (Tensor.addcdiv_, Tensor.addcmul_) else x + term
-        if func in _ALPHA and "alpha" in kwargs and len(args) == 2 and isinstance(args[1], Tensor):
-            return func(args[0], args[1] * kwargs["alpha"])
-        if func in (Tensor.lerp_, Tensor.lerp) and len(args) + len(kwargs) == 3:
-            x, end = args[0], args[1]
-            weight = args[2] if len(args) > 2 else kwargs["weight"]
-            if not isinstance(weight, Tensor):
-                return x.add_((end - x) * weight) if func is Tensor.lerp_ else x + (end - x) * weight
-        return func(*args, **kwargs)
+
+class Number:
+    """A number of an update, traced as a 0-dim tensor whose sign is static (part of the kernel's signature).
+
+    Arithmetic gives tensors; comparing with 0 gives a Python bool, so ``if weight_decay != 0`` still branches.
+    """
+
+    __slots__ = ("sign", "t")
+
+    def __init__(self, t: Tensor, sign: int) -> None:
+        self.t = t
+        self.sign = sign
+
+    def _compare(self, other: Any, op: Callable[[Any, Any], Any]) -> Any:
+        if type(other) in (int, float) and other == 0:
+            return op(self.sign, 0)
+        return op(self.t, _value(other))
+
+    def __eq__(self, other: object) -> Any:  # type: ignore[override]
+        return self._compare(other, operator.eq)
+
+    def __ne__(self, other: object) -> Any:  # type: ignore[override]
+        return self._compare(other, operator.ne)
+
+    def __gt__(self, other: Any) -> Any:
+        return self._compare(other, operator.gt)
+
+    def __ge__(self, other: Any) -> Any:
+        return self._compare(other, operator.ge)
+
+    def __lt__(self, other: Any) -> Any:
+        return self._compare(other, operator.lt)
+
+    def __le__(self, other: Any) -> Any:
+        return self._compare(other, operator.le)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __neg__(self) -> Tensor:
+        return -self.t
+
+    def __add__(self, o: Any) -> Tensor:
+        return self.t + _value(o)
+
+    def __radd__(self, o: Any) -> Tensor:
+        return _value(o) + self.t
+
+    def __sub__(self, o: Any) -> Tensor:
+        return self.t - _value(o)
+
+    def __rsub__(self, o: Any) -> Tensor:
+        return _value(o) - self.t
+
+    def __mul__(self, o: Any) -> Tensor:
+        return self.t * _value(o)
+
+    def __rmul__(self, o: Any) -> Tensor:
+        return _value(o) * self.t
+
+    def __truediv__(self, o: Any) -> Tensor:
+        return self.t / _value(o)
+
+    def __rtruediv__(self, o: Any) -> Tensor:
+        return _value(o) / self.t
+
+    def __pow__(self, o: Any) -> Tensor:
+        return self.t ** _value(o)
+
+    def __rpow__(self, o: Any) -> Tensor:
+        return _value(o) ** self.t
+
+
+def _value(x: Any) -> Any:
+    if isinstance(x, Number):
+        return x.t
+    if isinstance(x, tuple | list):
+        return type(x)(_value(v) for v in x)
+    return x
 
 
 _ADDC = (Tensor.addcdiv_, Tensor.addcmul_, Tensor.addcdiv, Tensor.addcmul)
 _ALPHA = (Tensor.add_, Tensor.sub_, Tensor.add, Tensor.sub)
 
 
-@contextlib.contextmanager
-def _negation_tensorifiable() -> Iterator[None]:
-    """Let Dynamo keep ``-x`` of a number symbolic (``alpha=-lr``).
+class _NumbersAsOperands(TorchFunctionMode):
+    """While tracing: pass ``Number``s to ops as tensors, and turn op attributes that must be Python numbers
+    (``value=`` of addcdiv/addcmul, ``alpha=`` of add/sub) into multiplications (the same up to rounding)."""
 
-    Its pass that turns number arithmetic into tensor arithmetic lists +, -, *, / and ** but not unary minus,
-    and specialises the graph on any number it meets there; the pass handles a unary minus like the others once
-    listed.  Listed only while our kernels are traced."""
-    table = _tensorify.SUPPORTED_OPS
-    added = operator.neg not in table
-    if added:
-        table[operator.neg] = torch.ops.aten.neg.default
-    try:
-        yield
-    finally:
-        if added:
-            table.pop(operator.neg, None)
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
+        args = tuple(_value(a) for a in args)
+        kwargs = {k: _value(v) for k, v in (kwargs or {}).items()}
+        if func in _ADDC and len(args) == 3:
+            x, t1, t2 = args
+            value = kwargs.get("value", 1)
+            term = t1 / t2 if func in (Tensor.addcdiv_, Tensor.addcdiv) else t1 * t2
+            term = term if type(value) in (int, float) and value == 1 else term * value
+            return x.add_(term) if func in (Tensor.addcdiv_, Tensor.addcmul_) else x + term
+        if func in _ALPHA and "alpha" in kwargs and len(args) == 2 and isinstance(args[1], Tensor):
+            return func(args[0], args[1] * kwargs["alpha"])
+        return func(*args, **kwargs)
 
 
-def _is_one(value: Any) -> bool:
-    return type(value) in (int, float) and value == 1
+# ---------------------------------------------------------------------------------------------- signatures
 
 
 def _is_static(v: Any) -> bool:
-    # Zero is static too: updates branch on it (``if weight_decay != 0``).
+    """Values a kernel is specialised on: branches (bools, strings, None) and zeros (``if wd != 0``)."""
     return v is None or isinstance(v, bool | str | tuple) or (type(v) in (int, float) and v == 0)
 
 
-def _signature(h: dict[str, Any], state: dict[str, Tensor]) -> tuple[Any, ...]:
-    """What a compiled kernel is specialised on: the branches (bools, strings, None), which scalars are Tensors,
-    the state keys; the values of numbers are not part of it."""
-    hyper = tuple(
-        (k, ("static", v) if _is_static(v) else ("tensor", v.dtype, v.dim()) if isinstance(v, Tensor) else "number")
-        for k, v in h.items()
-    )
-    return hyper, tuple((k, v.dim()) for k, v in state.items())
+def _sign(v: float) -> int:
+    return (v > 0) - (v < 0)
+
+
+def signature(h: dict[str, Any], state: dict[str, Tensor]) -> tuple[Any, ...]:
+    """What a kernel is specialised on: the static values and the signs of the numbers of ``h``, which entries
+    are tensors, the state layout.  Numbers' values are not part of it."""
+    out = []
+    for k, v in h.items():
+        if _is_static(v):
+            out.append((k, v))
+        elif isinstance(v, Tensor):
+            out.append((k, "tensor", v.dtype, v.dim(), v.requires_grad))
+        else:
+            out.append((k, _sign(v)))
+    return tuple(out), tuple((k, v.dim()) for k, v in state.items())
 
 
 def _used_keys(update: Update, hyper_type: type, h: dict[str, Any], example: Any) -> set[str]:
-    """The entries of ``h`` that ``update`` reads for these branches, found by running it once on tiny operands.
-
-    Only those become kernel arguments: Dynamo specialises a graph on an input number it never uses (Adam's
-    ``lr`` without weight decay lives only in the step size), which would recompile whenever it changes."""
+    """The entries of ``h`` that ``update`` reads for these branches, found by running it once on tiny operands
+    (only those become kernel inputs: a graph input that is never used gets specialised on)."""
     used: set[str] = set()
 
     class Recording(hyper_type):  # type: ignore[misc, valid-type]
@@ -134,54 +224,76 @@ def _used_keys(update: Update, hyper_type: type, h: dict[str, Any], example: Any
 
 
 def _generate(
-    update: Update, hyper_type: type, h: dict[str, Any], state: dict[str, Tensor], used: set[str]
-) -> Callable[..., None]:
-    """``run(param, grad, *state_tensors, *numbers)``, a function that calls ``update``.
+    update: Update, hyper_type: type, h: dict[str, Any], state: dict[str, Tensor], used: set[str], tag: int
+) -> tuple[Callable[..., Any], list[str], list[str]]:
+    """``run(param, grad, *state_tensors, *tensor_hypers, numbers)`` calling ``update``.
 
-    The branches of ``h`` are constants of its code and every number is a positional argument, so Dynamo makes
-    the numbers symbolic instead of specialising on them (it does specialise on numbers inside a dict), and
-    each configuration gets a code object, hence a compile cache, of its own.
+    Statics are constants of its code; numbers come packed in one float64 tensor, tensors (a Tensor lr) as
+    arguments of their own; every configuration gets a code object (hence a Dynamo cache) of its own.
     """
-    # Names unique to this kernel: Dynamo remembers numbers it had to specialise by argument name, across
-    # functions, so a shared name would carry one kernel's specialisation into another.
-    tag = len(_kernels) + len(_failed)
-    state_args = [f"s{i}_{tag}" for i in range(len(state))]
-    numbers = [k for k, v in h.items() if not _is_static(v) and k in used]
-    number_args = {k: f"{k}_{tag}" for k in numbers}
+    numbers = [k for k, v in h.items() if k in used and not _is_static(v) and not isinstance(v, Tensor)]
+    tensors = [k for k, v in h.items() if k in used and isinstance(v, Tensor)]
+    state_args = [f"s{i}" for i in range(len(state))]
+    tensor_args = [f"t{i}" for i in range(len(tensors))]
+
+    def entry(k: str, v: Any) -> str:
+        if k in numbers:
+            return f"Number(numbers[{numbers.index(k)}], {_sign(v)})"
+        if k in tensors:
+            return tensor_args[tensors.index(k)]
+        return repr(v) if _is_static(v) else "None"  # not read by the update for these branches
+
     state_items = ", ".join(f"{k!r}: {a}" for k, a in zip(state, state_args))
-    # Statics become constants of the code; numbers the update does not read are left out (None).
-    hyper_items = ", ".join(
-        f"{k!r}: {number_args[k] if k in number_args else repr(v) if _is_static(v) else None}" for k, v in h.items()
-    )
+    hyper_items = ", ".join(f"{k!r}: {entry(k, v)}" for k, v in h.items())
     source = (
-        f"def run(param, grad, {', '.join(state_args + list(number_args.values()))}):\n"
+        f"def run(param, grad, {', '.join([*state_args, *tensor_args, 'numbers'])}):\n"
         f"    state = {{{state_items}}}\n"
         f"    with NumbersAsOperands():\n"
         f"        update(param, grad, state, Hyper({{{hyper_items}}}))\n"
         f"    return state\n"  # with the entries the update created (SGD's first momentum buffer)
     )
-    namespace: dict[str, Any] = {"update": update, "Hyper": hyper_type, "NumbersAsOperands": _NumbersAsOperands}
-    exec(compile(source, f"<optimlab fused {update.__qualname__} #{len(_kernels)}>", "exec"), namespace)
-    run = namespace["run"]
-    run.numbers = numbers  # type: ignore[attr-defined]
-    return run
+    namespace: dict[str, Any] = {
+        "update": update,
+        "Hyper": hyper_type,
+        "Number": Number,
+        "NumbersAsOperands": _NumbersAsOperands,
+    }
+    exec(compile(source, f"<optimlab fused {update.__qualname__} #{tag}>", "exec"), namespace)
+    return namespace["run"], numbers, tensors
+
+
+# ---------------------------------------------------------------------------------------------- compiling
 
 
 def kernel_for(
     update: Update, hyper_type: type, h: dict[str, Any], example: tuple[Tensor, Tensor, dict[str, Tensor]]
-) -> Callable[..., None] | None:
-    """The compiled ``kernel(param, grad, state, h)`` of ``update`` for the branches of ``h`` (traced on small
-    operands shaped like ``example``); None if compiling is turned off or failed for this configuration."""
-    if not compile_enabled():
+) -> Kernel | None:
+    """The compiled kernel of ``update`` for the branches of ``h``, or None while it is being compiled (in the
+    background), if compiling failed, or if it is off."""
+    while _messages:
+        warn_once(_messages.pop())
+    mode = compile_mode()
+    if mode == "off":
         return None
-    key = (update, example[0].dtype, example[0].device.type, _signature(h, example[2]))
+    key = (update, example[0].dtype, example[0].device.type, signature(h, example[2]))
     kernel = _kernels.get(key)
-    if kernel is None and key not in _failed:
-        with _lock:
-            kernel = _kernels.get(key)
-            if kernel is None and key not in _failed:
-                kernel = _compile(update, hyper_type, h, key, example)
-    return kernel
+    if kernel is not None or key in _failed:
+        return kernel
+    with _lock:
+        if key not in _kernels and key not in _failed and key not in _pending:
+            small = _small_like(example, WARM_UP_SIZE)  # made here: the caller's operands may change meanwhile
+            thread = threading.Thread(
+                target=_compile, args=(update, hyper_type, dict(h), key, small), daemon=True, name="optimlab-compile"
+            )
+            _pending[key] = thread
+            thread.start()
+    if mode == "sync":
+        thread = _pending.get(key)
+        if thread is not None:
+            thread.join()
+        while _messages:
+            warn_once(_messages.pop())
+    return _kernels.get(key)
 
 
 def _compile(
@@ -190,38 +302,126 @@ def _compile(
     h: dict[str, Any],
     key: tuple[Any, ...],
     example: tuple[Tensor, Tensor, dict[str, Tensor]],
-) -> Callable[..., None] | None:
+) -> None:
     try:
-        run = _generate(update, hyper_type, h, example[2], _used_keys(update, hyper_type, h, example))
-    except Exception as e:
-        _failed.add(key)
-        warn_once(f"optimlab: the fused step cannot be compiled ({type(e).__name__}: {e}); it runs eagerly instead.")
-        return None
-    # dynamic=True: sizes are symbolic and numbers become scalar tensors from the first trace (with op
-    # attributes rewritten by _NumbersAsOperands, nothing forces Dynamo to specialise on a number's value).
-    compiled = torch.compile(run, fullgraph=True, dynamic=True)
-    numbers = run.numbers  # type: ignore[attr-defined]
+        run, numbers, tensors = _generate(
+            update, hyper_type, h, example[2], _used_keys(update, hyper_type, h, example), len(_kernels) + len(_failed)
+        )
+        captured: dict[str, Any] = {}
 
-    def kernel(param: Tensor, grad: Tensor, state: dict[str, Tensor], hp: dict[str, Any]) -> None:
-        with _negation_tensorifiable():
-            out = compiled(param, grad, *state.values(), *(hp[k] for k in numbers))
-        for k, v in out.items():
-            if k not in state:
-                state[k] = v
+        def backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
+            from torch._inductor.compile_fx import compile_fx
 
-    try:
-        # Trace once on throw-away operands, so that a failure to compile costs no real step.
-        kernel(*_small_like(example, 16), h)
-    except Exception as e:  # no compiler, an op inductor cannot lower...: the eager engine still works
+            compiled_fn = compile_fx(gm, example_inputs)
+            captured.update(gm=gm, inputs=list(example_inputs), fn=compiled_fn)
+            return compiled_fn
+
+        wrapped = torch.compile(run, backend=backend, fullgraph=True, dynamic=True)
+
+        def operands(param: Tensor, grad: Tensor, state: dict[str, Tensor], hp: dict[str, Any]) -> list[Any]:
+            packed = torch.tensor([float(hp[k]) for k in numbers], dtype=torch.float64)
+            return [param, grad, *state.values(), *(hp[k] for k in tensors), packed]
+
+        trace_args = operands(*example, h)
+        out = wrapped(*trace_args)
+        direct = _direct_caller(captured, trace_args, out)
+        kernel = Kernel(numbers, tensors, wrapped, direct)
+        _kernels[key] = kernel
+    except Exception as e:  # no compiler, an op Inductor cannot lower...: the eager path stays
         _failed.add(key)
         message = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-        warn_once(
-            f"optimlab: the fused step could not be compiled ({type(e).__name__}: {message}); it runs eagerly in "
+        _messages.append(
+            f"optimlab: a fused step could not be compiled ({type(e).__name__}: {message}); it runs eagerly in "
             "cache-sized chunks instead (slower). Set OPTIMLAB_COMPILE=0 to skip compiling."
         )
+    finally:
+        _pending.pop(key, None)
+
+
+class Kernel:
+    """A compiled update: ``kernel.bind(h)(param, grad, state)`` runs it with the numbers of ``h``."""
+
+    def __init__(
+        self,
+        numbers: list[str],
+        tensors: list[str],
+        wrapped: Callable[..., dict[str, Tensor]],
+        direct: Callable[[list[Any]], dict[str, Tensor]] | None,
+    ) -> None:
+        self.numbers = numbers
+        self.tensors = tensors
+        self.wrapped = wrapped
+        self.direct = direct
+
+    def bind(self, h: dict[str, Any]) -> Callable[[Tensor, Tensor, dict[str, Tensor]], None]:
+        """The kernel with the numbers of ``h`` packed once, for any number of operand sets."""
+        extra = [*(h[k] for k in self.tensors), torch.tensor([float(h[k]) for k in self.numbers], dtype=torch.float64)]
+        direct, wrapped = self.direct, self.wrapped
+
+        def call(param: Tensor, grad: Tensor, state: dict[str, Tensor]) -> None:
+            args = [param, grad, *state.values(), *extra]
+            new = direct(args) if direct is not None else wrapped(*args)
+            for k, v in new.items():
+                if k not in state:
+                    state[k] = v
+
+        return call
+
+
+def _direct_caller(
+    captured: dict[str, Any], trace_args: list[Any], traced_out: dict[str, Tensor]
+) -> Callable[[list[Any]], dict[str, Tensor]] | None:
+    """Call Inductor's compiled function without Dynamo's frame machinery.
+
+    Its inputs are the graph's placeholders: our tensors (found by identity among the traced arguments) and the
+    symbolic sizes (found as dimensions of those tensors).  Its outputs are the graph's: the entries the update
+    created, in ``traced_out``'s order.  Returns None (use the Dynamo path) if anything does not map."""
+    gm, inputs, fn = captured.get("gm"), captured.get("inputs"), captured.get("fn")
+    if gm is None or inputs is None or fn is None:
         return None
-    _kernels[key] = kernel
-    return kernel
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != len(inputs):
+        return None
+    tensor_positions = {}
+    for i, value in enumerate(inputs):
+        if isinstance(value, Tensor):
+            matches = [j for j, a in enumerate(trace_args) if a is value]
+            if len(matches) != 1:
+                return None
+            tensor_positions[i] = matches[0]
+    pickers: list[Callable[[list[Any]], Any]] = []
+    for i, node in enumerate(placeholders):
+        if i in tensor_positions:
+            j = tensor_positions[i]
+            pickers.append(lambda args, j=j: args[j])
+            continue
+        symbol = node.meta.get("example_value")
+        if not isinstance(symbol, torch.SymInt):
+            return None
+        where = None
+        for k, other in enumerate(placeholders):
+            fake = other.meta.get("example_value")
+            if k in tensor_positions and isinstance(fake, Tensor):
+                for d, size in enumerate(fake.shape):
+                    if isinstance(size, torch.SymInt) and str(size.node.expr) == str(symbol.node.expr):
+                        where = (tensor_positions[k], d)
+                        break
+            if where is not None:
+                break
+        if where is None:
+            return None
+        pickers.append(lambda args, w=where: args[w[0]].size(w[1]))
+    created = list(traced_out)  # keys the update added to the state dict, in output order
+    created = [k for k in created if not any(traced_out[k] is a for a in trace_args)]
+
+    def call(args: list[Any]) -> dict[str, Tensor]:
+        outs = fn(*[pick(args) for pick in pickers])
+        if not created:
+            return {}
+        tensors_out = [o for o in outs if isinstance(o, Tensor)]
+        return dict(zip(created, tensors_out[-len(created) :]))
+
+    return call
 
 
 def _small_like(example: tuple[Tensor, Tensor, dict[str, Tensor]], n: int) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
@@ -232,6 +432,18 @@ def _small_like(example: tuple[Tensor, Tensor, dict[str, Tensor]], n: int) -> tu
 
     small_state = {k: (v.clone() if v.dim() == 0 else like(v, 0.5)) for k, v in state.items()}
     return like(param, 0.5), like(grad, -0.5), small_state
+
+
+def runner(
+    update: Update, h: Any, example: tuple[Tensor, Tensor, dict[str, Tensor]]
+) -> Callable[[Tensor, Tensor, dict[str, Tensor]], None]:
+    """``run(param, grad, state)`` applying ``update`` with the scalars ``h`` to 1-D operands shaped like
+    ``example``: the compiled kernel when it is ready, the eager chunked update otherwise (and for 1-element
+    operands, on which Dynamo would specialise)."""
+    kernel = kernel_for(update, type(h), h, example) if example[0].numel() > 1 else None
+    if kernel is not None:
+        return kernel.bind(h)
+    return lambda param, grad, state: run_chunked(update, param, grad, state, h)
 
 
 def run_chunked(update: Update, param: Tensor, grad: Tensor, state: dict[str, Tensor], h: Any) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from optimlab.engines.compiled import kernel_for, run_chunked, warn_once
+from optimlab.engines.compiled import runner, warn_once
 from optimlab.optimizer import _device_dtype_check_for_fused
 
 __all__ = ["SMALL", "FlatEngine"]
@@ -224,9 +224,8 @@ class _Plan:
         leftovers = [p for p in params if p in self.fallback] if self.fallback else []
         for pk in self.packed:
             leftovers.extend(self._run_packed(rule, h, pk, state))
-        for p in self.large:
-            if p.grad is not None and not self._run_large(rule, h, p, state):
-                leftovers.append(p)
+        if self.large:
+            leftovers.extend(self._run_large(rule, h, state))
         if leftovers:
             states = [state[p] for p in leftovers]
             for p, st in zip(leftovers, states):
@@ -234,19 +233,50 @@ class _Plan:
                     rule._init_state(self.group, p, st)
             run_per_tensor(rule, h, leftovers, states)
 
-    # ------------------------------------------------------------------ large parameters: one call each
+    # ------------------------------------------------------------------ large parameters: in place
 
-    def _run_large(self, rule: Any, h: Any, p: Tensor, all_state: Any) -> bool:
-        g = p.grad
-        if g.is_sparse or g.dtype != p.dtype or g.shape != p.shape or not p.is_contiguous():  # type: ignore[union-attr]
-            warn_once(
-                "optimlab: fused=True met a gradient it cannot use in place (sparse, other dtype or shape); "
-                "those parameters are updated tensor by tensor."
-            )
-            return False
-        state = all_state[p]
-        if len(state) == 0:
-            rule._init_state(self.group, p, state)
+    def _run_large(self, rule: Any, h: Any, all_state: Any) -> list[Tensor]:
+        """Update the large parameters on their own storage, one kernel call each; those with equal scalar state
+        (the usual case: the same ``step``) share one ``_scalars`` and one kernel set-up.  Returns those it
+        cannot update in place."""
+        keys = self.scalar_keys
+        leftovers: list[Tensor] = []
+        batches: dict[tuple[Any, ...], list[tuple[Tensor, Tensor, dict[str, Any]]]] = {}
+        for p in self.large:
+            g = p.grad
+            if g is None:
+                continue
+            if g.is_sparse or g.dtype != p.dtype or g.shape != p.shape:
+                warn_once(
+                    "optimlab: fused=True met a gradient it cannot use in place (sparse, other dtype or shape); "
+                    "those parameters are updated tensor by tensor."
+                )
+                leftovers.append(p)
+                continue
+            st = all_state[p]
+            if len(st) == 0:
+                rule._init_state(self.group, p, st)
+            scalars = tuple(st[k].item() if isinstance(st.get(k), Tensor) else st.get(k) for k in keys)
+            batches.setdefault((tuple(st), scalars), []).append((p, g, st))
+        for members in batches.values():
+            segs = [self._flat_view(p, st) for p, _, st in members]
+            hp = rule._scalars(h, segs[0])  # advances the first member's scalar state
+            rep = members[0][2]
+            run = runner(rule._update, hp, (_real_flat(members[0][0].data), _real_flat(members[0][1]), dict(segs[0])))
+            for (p, g, st), seg in zip(members, segs):
+                run(_real_flat(p.data), _real_flat(g.contiguous()), seg)
+                for key in seg.created:  # entries the update made (SGD's first momentum buffer)
+                    st[key] = _unflat(seg[key], p)
+                    seg.created = []
+            if rule._finish is not None:
+                rule._finish(hp, segs[0])
+            for _, _, st in members[1:]:  # the others advance alike
+                for k in keys:
+                    if isinstance(st.get(k), Tensor):
+                        st[k].copy_(rep[k])
+        return leftovers
+
+    def _flat_view(self, p: Tensor, state: dict[str, Any]) -> _Recorder:
         seg = _Recorder()
         for key, value in state.items():
             if isinstance(value, Tensor) and key not in self.scalar_keys:
@@ -255,13 +285,7 @@ class _Plan:
                 value = _real_flat(value)
             seg[key] = value
         seg.created.clear()
-        hp = rule._scalars(h, seg)
-        _call(rule, _real_flat(p.data), _real_flat(g.contiguous()), seg, hp)  # type: ignore[union-attr]
-        for key in seg.created:
-            state[key] = _unflat(seg[key], p)
-        if rule._finish is not None:
-            rule._finish(hp, seg)
-        return True
+        return seg
 
     # ------------------------------------------------------------------ small parameters: packed
 
@@ -315,7 +339,8 @@ class _Plan:
         seg = pk.segment_state(a, b, rep=a)
         hp = rule._scalars(h, seg)
         lo, hi = pk.offsets[a] * pk.factor, pk.offsets[b] * pk.factor
-        _call(rule, pk.real_flat[lo:hi], grad, seg, hp)
+        param = pk.real_flat[lo:hi]
+        runner(rule._update, hp, (param, grad, dict(seg)))(param, grad, seg)
         for key in seg.created:  # e.g. SGD's momentum buffer, made on its first step: give it a flat home
             buf = pk.tensor_state.get(key)
             if buf is None:
@@ -342,20 +367,6 @@ class _Plan:
         k = self.packed.index(pk)
         self.packed[k] = fresh
         pk.__dict__.update(fresh.__dict__)
-
-
-def _call(rule: Any, param: Tensor, grad: Tensor, state: dict[str, Any], hp: Any) -> None:
-    """Run ``rule._update`` on 1-D operands: compiled if possible, else eagerly in chunks."""
-    plain = dict(state)  # the compiled kernel mutates a plain dict; entries it adds are copied back below
-    # A 1-element operand would make Dynamo specialise (sizes 0 and 1 are special to it): run those eagerly.
-    kernel = kernel_for(rule._update, type(hp), hp, (param, grad, plain)) if param.numel() > 1 else None
-    if kernel is not None:
-        kernel(param, grad, plain, dict(hp))
-    else:
-        run_chunked(rule._update, param, grad, plain, hp)
-    for key, value in plain.items():
-        if state.get(key) is not value:
-            state[key] = value
 
 
 def _unflat(t: Tensor, like: Tensor) -> Tensor:
