@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 import torch
+
+import optimlab
+from optimlab.engines import flat
 from parity import (
-    assert_same,
     assert_states_same,
     default_freeze,
     random_grads,
@@ -24,9 +26,6 @@ from parity import (
     save_load,
     standard_params,
 )
-
-import optimlab
-from optimlab.engines import flat
 
 ELEMENTWISE: list[tuple[str, dict[str, Any]]] = [
     ("SGD", {"lr": 0.01}),
@@ -246,7 +245,7 @@ def test_recompiles_do_not_happen_per_step(name: str, kwargs: dict[str, Any], co
     ps = [torch.randn(n, requires_grad=True) for n in (10, 20, 30)]
     opt = getattr(optimlab, name)(ps, lr=0.1, fused=True, **kwargs)
     sched = optimlab.lr_scheduler.LambdaLR(opt, lambda e: 1 / (1 + e))
-    for i in range(8):  # past RAdam's rectification threshold and ASGD's t0: every branch has been taken
+    for _ in range(8):  # past RAdam's rectification threshold and ASGD's t0: every branch has been taken
         for p in ps:
             p.grad = torch.randn_like(p)
         opt.step()
