@@ -544,9 +544,10 @@ class Optimizer(torch.optim.Optimizer):
             self._patch_step_function()
         buckets: defaultdict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = defaultdict(list)
         with torch.autograd.profiler.record_function(self._zero_grad_profile_name):
+            done = set() if set_to_none else self._zero_grad_in_bulk()
             for group in self.param_groups:
                 for p in group["params"]:
-                    if p.grad is None:
+                    if p.grad is None or id(p) in done:
                         continue
                     if set_to_none:
                         p.grad = None
@@ -561,6 +562,10 @@ class Optimizer(torch.optim.Optimizer):
                         buckets[(p.grad.device, p.grad.dtype)].append(p.grad)
             for grads in buckets.values():
                 torch._foreach_zero_(grads)
+
+    def _zero_grad_in_bulk(self) -> set[int]:
+        """Zero gradients that an engine keeps in flat buffers, one call per buffer; the ids of their params."""
+        return set()
 
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """Perform one optimization step.  ``closure`` re-evaluates the model and returns the loss."""

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from optimlab.engines import Hyper, run_foreach, run_per_tensor
-from optimlab.engines.flat import FlatEngine
+from optimlab.engines.flat import FlatEngine, FlatPlan
 from optimlab.optimizer import (
     Optimizer,
     _default_to_fused_or_foreach,
@@ -175,8 +175,6 @@ class ElementwiseOptimizer(Optimizer):
         return bool(foreach)
 
     def _engine(self, group: dict[str, Any], params: list[Tensor]) -> Callable[..., None]:
-        if group.get("fused"):
-            return self._fused_engine
         if self._uses_foreach(group, params):
             if group.get("differentiable", False):
                 raise AssertionError("_foreach ops don't support autograd")
@@ -191,8 +189,9 @@ class ElementwiseOptimizer(Optimizer):
             engine = self.__dict__["_flat"] = FlatEngine()
         return engine
 
-    def _fused_engine(self, rule: Any, h: Hyper, params: list[Tensor], group: dict[str, Any]) -> None:
-        self._flat_engine().run(self, group, h, params)
+    def _zero_grad_in_bulk(self) -> set[int]:
+        engine = self.__dict__.get("_flat")
+        return engine.zero_grads() if engine is not None else set()
 
     @_use_grad_for_differentiable
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
@@ -217,24 +216,26 @@ class ElementwiseOptimizer(Optimizer):
 
         work = []
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
             if group.get("fused"):
-                # The fused engine initialises state itself; only a sparse grad needs the per-param checks.
-                if any(p.grad.is_sparse for p in params):  # type: ignore[union-attr]
-                    for p in params:
-                        self._check_grad(group, p)
-                self._flat_engine().prepare(self, group)
-            else:
-                for p in params:
-                    self._check_grad(group, p)
+                # The fused engine reads the gradients itself, in bulk: no per-parameter Python work here.
+                plan = self._flat_engine().prepare(self, group)
+                plan.check_grads(self, group)
+                needs_params = group.get("capturable") or group.get("differentiable")
+                params = [p for p in group["params"] if p.grad is not None] if needs_params else []
+                self._check_group(group, params)
+                work.append((group, params, plan))
+                continue
+            params = [p for p in group["params"] if p.grad is not None]
+            for p in params:
+                self._check_grad(group, p)
             self._check_group(group, params)
             work.append((group, params, self._engine(group, params) if params else None))
 
         for group, params, engine in work:
-            if not params:
+            if isinstance(engine, FlatPlan):
+                engine.run(self, self._hyper(group))
                 continue
-            if engine == self._fused_engine:
-                self._fused_engine(self, self._hyper(group), params, group)
+            if not params:
                 continue
             if self._has_state(group):
                 states = [self.state[p] for p in params]

@@ -24,6 +24,7 @@ another dtype or layout.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import operator
 from typing import Any
@@ -40,6 +41,11 @@ __all__ = ["SMALL", "FlatEngine"]
 SMALL = 1 << 16
 
 _PLAIN_TYPES = (Tensor, torch.nn.Parameter)
+_GRAD = operator.attrgetter("grad")
+_IS_SPARSE = operator.attrgetter("is_sparse")
+_DTYPE = operator.attrgetter("dtype")
+_NOT_NONE = functools.partial(operator.is_not, None)
+_DATA_PTR = Tensor.data_ptr
 
 
 def _real_flat(t: Tensor) -> Tensor:
@@ -91,11 +97,19 @@ class _Packed:
                 p.data = self.flat[a:b].view_as(p)
         self.ptrs = [p.data_ptr() for p in params]
         self.real_flat = _real_flat(self.flat)
+        self.grad = torch.zeros_like(self.flat)  # the gradients, gathered (or accumulated in place)
+        self.real_grad = _real_flat(self.grad)
+        self.grad_views = [self.grad[a:b].view_as(p) for p, a, b in zip(params, self.offsets, self.offsets[1:])]
+        self.all_1d = all(p.dim() == 1 for p in params)
+        self.whole = False  # whether these are all of the group's parameters, in order
+        self.last_grads: list[Tensor | None] = [None] * len(params)
+        self.dtype = first.dtype
         self.factor = 2 if first.is_complex() else 1  # real elements per element
         self.tensor_state: dict[str, Tensor] = {}  # key -> flat buffer shaped like self.flat
         self.scalar_state: dict[str, Tensor] = {}  # key -> 1-D buffer, one entry per parameter
         self.packed_states: list[dict[str, Any] | None] = [None] * len(params)  # the dicts our views live in
         self.views: list[tuple[Any, ...]] = [()] * len(params)  # the values we put in them
+        self._flat_views: list[Any] | None = None
         self.layout: list[tuple[str, ...] | None] = [None] * len(params)
 
     # ------------------------------------------------------------------ state packing
@@ -125,6 +139,22 @@ class _Packed:
         self.packed_states[i] = state
         self.views[i] = tuple(state.values())
         self.layout[i] = tuple(state)
+        self._flat_views = None
+
+    @property
+    def complete(self) -> bool:
+        """Whether every parameter's state is packed (then one identity pass checks them all)."""
+        return None not in self.packed_states
+
+    @property
+    def flat_views(self) -> list[Any]:
+        """Every state value we handed out, in parameter order (for one C-level identity check per step)."""
+        if self._flat_views is None:
+            self._flat_views = list(itertools.chain.from_iterable(self.views))
+        return self._flat_views
+
+    def owns_grads(self) -> bool:
+        return all(map(operator.is_, map(_GRAD, self.params), self.grad_views))
 
     def _new_scalar_buffer(self, key: str, like: Tensor) -> Tensor:
         old = self.scalar_state.get(key)
@@ -164,9 +194,9 @@ class FlatEngine:
     """The fused engine of one optimizer: a plan per parameter group, rebuilt when the group changes."""
 
     def __init__(self) -> None:
-        self.plans: dict[int, _Plan] = {}
+        self.plans: dict[int, FlatPlan] = {}
 
-    def prepare(self, rule: Any, group: dict[str, Any]) -> _Plan:
+    def prepare(self, rule: Any, group: dict[str, Any]) -> FlatPlan:
         """The plan of ``group``, (re)built if the group is new or its parameter list changed."""
         plan = self.plans.get(id(group))
         params = group["params"]
@@ -181,14 +211,23 @@ class FlatEngine:
                     _device_dtype_check_for_fused(p)
             live = {id(g) for g in rule.param_groups}
             self.plans = {k: v for k, v in self.plans.items() if k in live}
-            plan = self.plans[id(group)] = _Plan(rule._scalar_state, group)
+            plan = self.plans[id(group)] = FlatPlan(rule._scalar_state, group)
         return plan
 
-    def run(self, rule: Any, group: dict[str, Any], h: Any, params: list[Tensor]) -> None:
-        self.prepare(rule, group).run(rule, h, params)
+    def zero_grads(self) -> set[int]:
+        """Zero, with one call per flat buffer, the gradients that live in our buffers; their ids."""
+        done: set[int] = set()
+        for plan in self.plans.values():
+            for pk in plan.packed:
+                if pk.owns_grads():
+                    pk.grad.zero_()
+                    done.update(map(id, pk.params))
+        return done
 
 
-class _Plan:
+class FlatPlan:
+    """How one parameter group is laid out for the fused engine: packed buckets, large parameters, fallbacks."""
+
     def __init__(self, scalar_keys: tuple[str, ...], group: dict[str, Any]) -> None:
         self.group = group
         self.scalar_keys = scalar_keys
@@ -211,19 +250,56 @@ class _Plan:
             else:
                 self.large.append(p)
         self.packed = [_Packed(ps, scalar_keys) for ps in small.values()]
-        self.index = {p: (k, i) for k, pk in enumerate(self.packed) for i, p in enumerate(pk.params)}
+        self.seen_states: list[dict[str, Any]] = []
+        self.grads: list[Tensor | None] = []  # this step's gradients, fetched by check_grads
+        self.plain = True  # whether they are all dense and of their parameter's dtype
+        dtypes = {p.dtype for p in self.group_params}
+        self.dtypes = itertools.repeat(dtypes.pop()) if len(dtypes) == 1 else None
+        self.checked: list[Tensor | None] = []  # gradients that passed every check last step
+        # where each bucket's parameters sit in group["params"]
+        position = {id(p): i for i, p in reversed(list(enumerate(self.group_params)))}
+        self.slices = [[position[id(p)] for p in pk.params] for pk in self.packed]
+        for pk, where in zip(self.packed, self.slices):
+            pk.whole = where == list(range(len(self.group_params)))
 
-    def run(self, rule: Any, h: Any, params: list[Tensor]) -> None:
+    def check_grads(self, rule: Any, group: dict[str, Any]) -> None:
+        """Fetch the gradients (once per step, in bulk), raise the algorithm's error for one it cannot take
+        (sparse) before anything changes, and note whether all are dense tensors of the parameters' dtype."""
+        self.grads = grads = list(map(_GRAD, self.group_params))
+        if all(map(operator.is_, grads, self.checked)):
+            return  # the very tensors checked last step (accumulated in place, or our own buffers)
+        present = list(filter(_NOT_NONE, grads))
+        self.plain = not any(map(_IS_SPARSE, present))
+        if not self.plain:
+            for p in self.group_params:
+                if p.grad is not None:
+                    rule._check_grad(group, p)
+        elif self.dtypes is not None:
+            self.plain = not any(map(operator.ne, map(_DTYPE, filter(_NOT_NONE, grads)), self.dtypes))
+
+    def run(self, rule: Any, h: Any) -> None:
         from optimlab.engines import run_per_tensor
 
+        params = [p for p in self.group_params if p.grad is not None] if self.fallback or self.large else []
         # Stateless configurations (SGD without momentum) keep no state entries at all, as on the default path.
-        state = rule.state if rule._has_state(self.group) else _Stateless()
-        if not all(map(state.__contains__, params)):
-            for p in params:  # state entries appear in parameter order, as on the other paths
-                state[p]
+        stateful = rule._has_state(self.group)
+        state = rule.state if stateful else _Stateless()
+        # Steady state: the state mapping holds exactly the dicts it held after our last step (load_state_dict,
+        # a new parameter or a replaced dict all change that). One C-level pass, no tensor hashing.
+        steady = (
+            stateful
+            and len(state) == len(self.seen_states)
+            and all(map(operator.is_, state.values(), self.seen_states))
+        )
+        if stateful and not steady:
+            for p in self.group_params:  # state entries appear in parameter order, as on the other paths
+                if p.grad is not None:
+                    state[p]
         leftovers = [p for p in params if p in self.fallback] if self.fallback else []
-        for pk in self.packed:
-            leftovers.extend(self._run_packed(rule, h, pk, state))
+        grads = self.grads if len(self.grads) == len(self.group_params) else list(map(_GRAD, self.group_params))
+        for pk, where in zip(self.packed, self.slices):
+            pk_grads = grads if pk.whole else [grads[i] for i in where]
+            leftovers.extend(self._run_packed(rule, h, pk, state, steady, pk_grads))
         if self.large:
             leftovers.extend(self._run_large(rule, h, state))
         if leftovers:
@@ -232,6 +308,9 @@ class _Plan:
                 if len(st) == 0:
                     rule._init_state(self.group, p, st)
             run_per_tensor(rule, h, leftovers, states)
+        if stateful:
+            self.seen_states = list(state.values())
+        self.checked = self.grads
 
     # ------------------------------------------------------------------ large parameters: in place
 
@@ -289,37 +368,69 @@ class _Plan:
 
     # ------------------------------------------------------------------ small parameters: packed
 
-    def _run_packed(self, rule: Any, h: Any, pk: _Packed, all_state: Any) -> list[Tensor]:
+    def _run_packed(
+        self, rule: Any, h: Any, pk: _Packed, all_state: Any, steady: bool, grads: list[Tensor | None]
+    ) -> list[Tensor]:
+        # Every check below is one C-level pass over the parameters: at a thousand small tensors, a Python loop
+        # per parameter would cost more than the update itself.
         params = pk.params
-        grads = [p.grad for p in params]
-        if any(g is not None and (g.is_sparse or g.dtype != pk.flat.dtype) for g in grads):
-            warn_once(
-                "optimlab: fused=True met a sparse gradient or one of another dtype; those parameters are "
-                "updated tensor by tensor."
-            )
-            return [p for p, g in zip(params, grads) if g is not None]
-        if [p.data_ptr() for p in params] != pk.ptrs:
+        if list(map(_DATA_PTR, params)) != pk.ptrs:
             # Something rebound a parameter (p.data = ..., module.to(...)): pack again from the live tensors.
             self._repack(pk, all_state)
-            return self._run_packed(rule, h, pk, all_state)
+            steady = False
+        owned = all(map(operator.is_, grads, pk.grad_views))  # the gradients already live in our flat buffer
+        complete = owned or not any(map(operator.is_, grads, itertools.repeat(None)))
+        if not owned and not self.plain:
+            present = grads if complete else [g for g in grads if g is not None]
+            if any(map(_IS_SPARSE, present)) or any(map(operator.ne, map(_DTYPE, present), itertools.repeat(pk.dtype))):
+                warn_once(
+                    "optimlab: fused=True met a sparse gradient or one of another dtype; those parameters are "
+                    "updated tensor by tensor."
+                )
+                return [p for p, g in zip(params, grads) if g is not None]
 
-        has = [g is not None for g in grads]
-        for i, p in enumerate(params):
-            if has[i] and not isinstance(all_state, _Stateless):
-                st = all_state[p]
-                if len(st) == 0:
-                    rule._init_state(self.group, p, st)
-                if not pk.is_packed(i, st):
-                    pk.adopt(i, st)
+        stateful = not isinstance(all_state, _Stateless)
+        if stateful and not (
+            steady
+            and complete
+            and pk.complete
+            and all(map(operator.is_, itertools.chain.from_iterable(map(dict.values, pk.packed_states)), pk.flat_views))
+        ):
+            for i, (p, g) in enumerate(zip(params, grads)):
+                if g is not None:
+                    st = all_state[p]
+                    if len(st) == 0:
+                        rule._init_state(self.group, p, st)
+                    if not pk.is_packed(i, st):
+                        pk.adopt(i, st)
 
-        for a, b in _runs(has):
-            # One C++ call gathers the run's gradients (a Python loop of copies would cost more than the update).
-            flat_grad = _real_flat(torch._C._nn.flatten_dense_tensors(grads[a:b]))
+        runs = [(0, len(params))] if complete else _runs([g is not None for g in grads])
+        for a, b in runs:
+            if not owned:
+                self._gather(pk, grads, a, b)
             for sa, sb in self._segments(pk, a, b):
-                lo = (pk.offsets[sa] - pk.offsets[a]) * pk.factor
-                hi = (pk.offsets[sb] - pk.offsets[a]) * pk.factor
-                self._run_segment(rule, h, pk, sa, sb, flat_grad[lo:hi])
+                lo, hi = pk.offsets[sa] * pk.factor, pk.offsets[sb] * pk.factor
+                self._run_segment(rule, h, pk, sa, sb, pk.real_grad[lo:hi])
         return []
+
+    def _gather(self, pk: _Packed, grads: list[Tensor | None], a: int, b: int) -> None:
+        """Copy the gradients of parameters a..b-1 into the flat gradient buffer.
+
+        When the same gradient tensors come back step after step (``zero_grad(set_to_none=False)``, gradient
+        accumulation), the buffer's views become the parameters' ``.grad``: backward then accumulates straight
+        into it and later steps copy nothing.  Fresh tensors every step (the default ``set_to_none=True``) are
+        only copied."""
+        part = grads[a:b]
+        if pk.all_1d:
+            torch.cat(part, out=pk.grad[pk.offsets[a] : pk.offsets[b]])  # type: ignore[arg-type]
+        else:
+            torch._foreach_copy_(pk.grad_views[a:b], part)  # type: ignore[arg-type]
+        previous, pk.last_grads[a:b] = pk.last_grads[a:b], part
+        if all(map(operator.is_, part, previous)):
+            for p, g, view in zip(pk.params[a:b], part, pk.grad_views[a:b]):
+                # Not a view of someone else's buffer (DDP's gradient buckets): ours to replace.
+                if g._base is None and not g.requires_grad:  # type: ignore[union-attr]
+                    p.grad = view
 
     def _segments(self, pk: _Packed, a: int, b: int) -> list[tuple[int, int]]:
         """Cut a..b-1 where the state layout or a scalar state entry changes."""
