@@ -194,7 +194,10 @@ def test_fused_reacts_to_load_state_dict_and_rebinding(compile_sync: None) -> No
     assert_states_same(ref, opt, False, "after load and rebinding", rtol=1e-5, atol=1e-6)
 
 
-def test_fused_sparse_grads_fall_back_with_a_warning() -> None:
+def test_fused_sparse_grads_fall_back_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    from optimlab.engines import compiled
+
+    monkeypatch.setattr(compiled, "_warned", set())  # the notice is given once per process
     emb = [torch.randn(20, 4, requires_grad=True)]
     opt = optimlab.SGD(emb, lr=0.1, momentum=0.9, fused=True)
     ref = optimlab.SGD([emb[0].detach().clone().requires_grad_()], lr=0.1, momentum=0.9)
