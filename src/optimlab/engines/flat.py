@@ -266,7 +266,7 @@ class FlatPlan:
         """Fetch the gradients (once per step, in bulk), raise the algorithm's error for one it cannot take
         (sparse) before anything changes, and note whether all are dense tensors of the parameters' dtype."""
         self.grads = grads = list(map(_GRAD, self.group_params))
-        if all(map(operator.is_, grads, self.checked)):
+        if len(self.checked) == len(grads) and all(map(operator.is_, grads, self.checked)):
             return  # the very tensors checked last step (accumulated in place, or our own buffers)
         present = list(filter(_NOT_NONE, grads))
         self.plain = not any(map(_IS_SPARSE, present))
@@ -394,6 +394,7 @@ class FlatPlan:
             steady
             and complete
             and pk.complete
+            and sum(map(len, pk.packed_states)) == len(pk.flat_views)
             and all(map(operator.is_, itertools.chain.from_iterable(map(dict.values, pk.packed_states)), pk.flat_views))
         ):
             for i, (p, g) in enumerate(zip(params, grads)):
