@@ -14,7 +14,7 @@ from optimlab.optimizer import Optimizer, register_optimizer_step_post_hook, reg
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("lr_scheduler", "swa_utils", "registry", "engines", "lab")
+_SUBMODULES = ("lr_scheduler", "schedules", "swa_utils", "registry", "engines", "lab")
 
 __all__ = [
     "ASGD",

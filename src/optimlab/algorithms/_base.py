@@ -135,6 +135,10 @@ class ElementwiseOptimizer(Optimizer):
     _graph_check: ClassVar[bool] = True
     #: whether the capturable device list names "xla" (torch's single-tensor, foreach paths) in its message.
     _capturable_xla: ClassVar[tuple[bool, bool]] = (True, False)
+    #: the scalar state entries that capturable=True needs on the parameter's device, and how torch's message
+    #: names them on its (single-tensor, foreach) paths.
+    _capturable_scalars: ClassVar[tuple[str, ...]] = ("step",)
+    _capturable_what: ClassVar[tuple[str, str]] = ("params and state_steps", "params and state_steps")
     #: the 0-dim state entries of a parameter (counters and running scalars); the others are shaped like it.
     _scalar_state: ClassVar[tuple[str, ...]] = ("step",)
     _finish: Callable[[Hyper, dict[str, Any]], None] | None = None
@@ -158,6 +162,7 @@ class ElementwiseOptimizer(Optimizer):
 
     def _check_group(self, group: dict[str, Any], params: list[Tensor]) -> None:
         """Raise for a group that cannot be stepped (before anything is changed)."""
+        check_capturable_devices(self, group, params, self._capturable_scalars, self._capturable_what)
 
     def _has_state(self, group: dict[str, Any]) -> bool:
         return True

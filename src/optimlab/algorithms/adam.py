@@ -10,7 +10,6 @@ from torch import Tensor
 from optimlab.algorithms._base import (
     ElementwiseOptimizer,
     check_betas,
-    check_capturable_devices,
     check_fused_flags,
     check_lr,
     check_non_negative,
@@ -128,7 +127,7 @@ class Adam(ElementwiseOptimizer):
         check_step_not_requires_grad(self, group, params)
         if group["foreach"] and torch.is_tensor(group["lr"]) and not group["capturable"] and params:
             raise RuntimeError("lr as a Tensor is not supported for capturable=False and foreach=True")
-        check_capturable_devices(self, group, params)
+        super()._check_group(group, params)
 
     def _init_state(self, group: dict[str, Any], p: Tensor, state: dict[str, Any]) -> None:
         state["step"] = new_step(p, group, group["capturable"] or group["fused"])

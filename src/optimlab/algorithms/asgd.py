@@ -9,7 +9,6 @@ from torch import Tensor
 
 from optimlab.algorithms._base import (
     ElementwiseOptimizer,
-    check_capturable_devices,
     check_fused_flags,
     check_lr,
     check_non_negative,
@@ -49,6 +48,8 @@ class ASGD(ElementwiseOptimizer):
 
     _sparse_error = "ASGD does not support sparse gradients"
     _scalar_state = ("step", "eta", "mu")
+    _capturable_scalars = ("step", "eta", "mu")
+    _capturable_what = ("params, mus, etas, and state_steps", "params, mus, etas, and state_steps")
 
     def __init__(
         self,
@@ -95,11 +96,6 @@ class ASGD(ElementwiseOptimizer):
                     if not torch.is_tensor(p_state[key]):
                         value = float(p_state[key]) if key == "step" else p_state[key]
                         p_state[key] = torch.tensor(value, dtype=_get_scalar_dtype(), device=p.device)
-
-    def _check_group(self, group: dict[str, Any], params: list[Tensor]) -> None:
-        check_capturable_devices(
-            self, group, params, ("step", "eta", "mu"), ("params, mus, etas, and state_steps",) * 2
-        )
 
     def _init_state(self, group: dict[str, Any], p: Tensor, state: dict[str, Any]) -> None:
         # ASGD keeps its scalars on the parameter's device.

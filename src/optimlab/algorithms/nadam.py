@@ -10,7 +10,6 @@ from torch import Tensor
 from optimlab.algorithms._base import (
     ElementwiseOptimizer,
     check_betas,
-    check_capturable_devices,
     check_fused_flags,
     check_lr,
     check_non_negative,
@@ -50,6 +49,8 @@ class NAdam(ElementwiseOptimizer):
 
     _sparse_error = "NAdam does not support sparse gradients"
     _scalar_state = ("step", "mu_product")
+    _capturable_scalars = ("step", "mu_product")
+    _capturable_what = ("params, mu_products and state_steps", "params, mu_products, and state_steps")
 
     def __init__(
         self,
@@ -100,15 +101,6 @@ class NAdam(ElementwiseOptimizer):
             decoupled_weight_decay=False,
         )
         tensor_steps(self, "mu_product", device_if=lambda g: g["capturable"])
-
-    def _check_group(self, group: dict[str, Any], params: list[Tensor]) -> None:
-        check_capturable_devices(
-            self,
-            group,
-            params,
-            ("step", "mu_product"),
-            ("params, mu_products and state_steps", "params, mu_products, and state_steps"),
-        )
 
     def _init_state(self, group: dict[str, Any], p: Tensor, state: dict[str, Any]) -> None:
         state["step"] = new_step(p, group, group["capturable"])

@@ -9,7 +9,6 @@ from torch import Tensor
 
 from optimlab.algorithms._base import (
     ElementwiseOptimizer,
-    check_capturable_devices,
     check_fused_flags,
     check_lr,
     check_non_negative,
@@ -101,9 +100,6 @@ class RMSprop(ElementwiseOptimizer):
             capturable=False,
         )
         tensor_steps(self, device_if=lambda g: g["capturable"])
-
-    def _check_group(self, group: dict[str, Any], params: list[Tensor]) -> None:
-        check_capturable_devices(self, group, params)
 
     def _init_state(self, group: dict[str, Any], p: Tensor, state: dict[str, Any]) -> None:
         state["step"] = new_step(p, group, group["capturable"])
