@@ -286,6 +286,7 @@ def test_background_compile_runs_eagerly_until_ready(monkeypatch: pytest.MonkeyP
         ref.step()
         if step == 0:
             assert used == ["eager"]  # did not wait
+            assert not compiled._to_start  # the compile was queued during the step and started at its end
             assert compiled.wait_for_compiles(timeout=600)
     assert used == ["eager"]  # the later steps ran the compiled kernel
     torch.testing.assert_close(ps[0], ref.param_groups[0]["params"][0], rtol=1e-5, atol=1e-6)

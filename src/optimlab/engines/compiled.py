@@ -32,7 +32,16 @@ import torch
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["Kernel", "compile_mode", "kernel_for", "run_chunked", "runner", "wait_for_compiles", "warn_once"]
+__all__ = [
+    "Kernel",
+    "compile_mode",
+    "kernel_for",
+    "run_chunked",
+    "runner",
+    "start_compiles",
+    "wait_for_compiles",
+    "warn_once",
+]
 
 #: elements per chunk of the eager path: a handful of fp32 operands of this size fit in a core's L2 cache.
 CHUNK = 1 << 15
@@ -45,6 +54,7 @@ Update = Callable[[Any, Any, dict[str, Any], Any], None]
 _lock = threading.Lock()
 _kernels: dict[tuple[Any, ...], Kernel] = {}
 _pending: dict[tuple[Any, ...], threading.Thread] = {}
+_to_start: list[threading.Thread] = []
 _failed: set[tuple[Any, ...]] = set()
 _messages: list[str] = []  # warnings raised in compile threads, re-emitted from the caller's thread
 _warned: set[str] = set()
@@ -61,6 +71,7 @@ def compile_mode() -> str:
 
 def wait_for_compiles(timeout: float | None = None) -> bool:
     """Block until the kernels being compiled in the background are ready; True if none is left pending."""
+    start_compiles()
     for thread in list(_pending.values()):
         thread.join(timeout)
     return not _pending
@@ -286,7 +297,10 @@ def kernel_for(
                 target=_compile, args=(update, hyper_type, dict(h), key, small), daemon=True, name="optimlab-compile"
             )
             _pending[key] = thread
-            thread.start()
+            if mode == "sync":
+                thread.start()
+            else:
+                _to_start.append(thread)
     if mode == "sync":
         thread = _pending.get(key)
         if thread is not None:
@@ -294,6 +308,13 @@ def kernel_for(
         while _messages:
             warn_once(_messages.pop())
     return _kernels.get(key)
+
+
+def start_compiles() -> None:
+    """Start the background compiles requested during a step, once the step is done: tracing holds the GIL, and
+    the step's own eager work would wait for it."""
+    while _to_start:
+        _to_start.pop(0).start()
 
 
 def _compile(

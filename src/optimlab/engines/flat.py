@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from optimlab.engines.compiled import runner, warn_once
+from optimlab.engines.compiled import runner, start_compiles, warn_once
 from optimlab.optimizer import _device_dtype_check_for_fused
 
 __all__ = ["SMALL", "FlatEngine"]
@@ -311,6 +311,7 @@ class FlatPlan:
         if stateful:
             self.seen_states = list(state.values())
         self.checked = self.grads
+        start_compiles()
 
     # ------------------------------------------------------------------ large parameters: in place
 
