@@ -437,10 +437,9 @@ class FlatPlan:
     def _segments(self, pk: _Packed, a: int, b: int) -> list[tuple[int, int]]:
         """Cut a..b-1 where the state layout or a scalar state entry changes."""
         cuts = {a, b}
-        layouts = pk.layout
-        for i in range(a + 1, b):
-            if layouts[i] != layouts[i - 1]:
-                cuts.add(i)
+        layouts = pk.layout[a:b]
+        if layouts.count(layouts[0]) != len(layouts):  # the usual case, one layout, costs one C-level pass
+            cuts.update(i for i in range(a + 1, b) if layouts[i - a] != layouts[i - a - 1])
         for buf in pk.scalar_state.values():
             part = buf[a:b]
             if b - a > 1 and bool((part != part[0]).any()):
