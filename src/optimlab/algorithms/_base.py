@@ -143,6 +143,14 @@ class ElementwiseOptimizer(Optimizer):
     _scalar_state: ClassVar[tuple[str, ...]] = ("step",)
     _finish: Callable[[Hyper, dict[str, Any]], None] | None = None
 
+    def _init_optional_fused(self, params: Any, defaults: dict[str, Any], fused: bool | None) -> None:
+        """``Optimizer.__init__`` for an algorithm torch has no fused kernel for: ``fused`` is optimlab's extension,
+        so the group key exists only when asked for and default groups and state_dicts stay torch's."""
+        if fused:
+            defaults["fused"] = fused
+        Optimizer.__init__(self, params, defaults)
+        check_fused_flags(fused, defaults.get("foreach"), defaults.get("differentiable", False))
+
     # ------------------------------------------------------------------ to be defined by an algorithm
 
     def _init_state(self, group: dict[str, Any], p: Tensor, state: dict[str, Any]) -> None:

@@ -9,7 +9,6 @@ from torch import Tensor
 
 from optimlab.algorithms._base import (
     ElementwiseOptimizer,
-    check_fused_flags,
     check_lr,
     check_non_negative,
     setdefault_flags,
@@ -79,10 +78,7 @@ class ASGD(ElementwiseOptimizer):
             "differentiable": differentiable,
             "capturable": capturable,
         }
-        if fused:  # an optimlab extension: the key exists only when asked for, so groups stay torch\'s
-            defaults["fused"] = fused
-        super().__init__(params, defaults)
-        check_fused_flags(fused, foreach, differentiable)
+        self._init_optional_fused(params, defaults, fused)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)

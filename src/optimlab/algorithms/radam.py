@@ -10,7 +10,6 @@ from torch import Tensor
 from optimlab.algorithms._base import (
     ElementwiseOptimizer,
     check_betas,
-    check_fused_flags,
     check_lr,
     check_non_negative,
     new_step,
@@ -83,10 +82,7 @@ class RAdam(ElementwiseOptimizer):
             "decoupled_weight_decay": decoupled_weight_decay,
             "differentiable": differentiable,
         }
-        if fused:  # an optimlab extension: the key exists only when asked for, so groups stay torch\'s
-            defaults["fused"] = fused
-        super().__init__(params, defaults)
-        check_fused_flags(fused, foreach, differentiable)
+        self._init_optional_fused(params, defaults, fused)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
