@@ -158,10 +158,9 @@ class CG(LineSearchOptimizer):
             "c1": c1,
             "c2": c2,
         }
-        super().__init__(params, defaults)
-        if len(self.param_groups) != 1:
-            raise ValueError("CG doesn't support per-parameter options (parameter groups)")
+        self._init_one_group(params, defaults, "CG")
 
+    # Defined here, not in the base, so that a call without a closure names this class, as torch's message does.
     def step(self, closure: Callable[[], Any]) -> Any:  # type: ignore[override]
         """Perform one optimization step: up to ``max_iter`` conjugate-gradient iterations.
 

@@ -78,10 +78,9 @@ class LBFGS(LineSearchOptimizer):
             "history_size": history_size,
             "line_search_fn": line_search_fn,
         }
-        super().__init__(params, defaults)
-        if len(self.param_groups) != 1:
-            raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
+        self._init_one_group(params, defaults, "LBFGS")
 
+    # Defined here, not in the base, so that a call without a closure names this class, as torch's message does.
     def step(self, closure: Callable[[], Any]) -> Any:  # type: ignore[override]
         """Perform one optimization step: up to ``max_iter`` L-BFGS iterations.
 

@@ -210,6 +210,12 @@ class LineSearchOptimizer(Optimizer):
     #: Cap on the evaluations of one line search (None: the whole remaining ``max_eval`` budget, as torch's LBFGS).
     _max_ls: ClassVar[int | None] = None
 
+    def _init_one_group(self, params: Any, defaults: dict[str, Any], name: str) -> None:
+        """``Optimizer.__init__``, then torch's refusal of parameter groups (``name`` as torch's message has it)."""
+        Optimizer.__init__(self, params, defaults)
+        if len(self.param_groups) != 1:
+            raise ValueError(f"{name} doesn't support per-parameter options (parameter groups)")
+
     # ------------------------------------------------------------------ to be defined by an algorithm
 
     def _direction(
