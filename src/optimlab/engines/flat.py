@@ -256,6 +256,7 @@ class FlatPlan:
         dtypes = {p.dtype for p in self.group_params}
         self.dtypes = itertools.repeat(dtypes.pop()) if len(dtypes) == 1 else None
         self.checked: list[Tensor | None] = []  # gradients that passed every check last step
+        self.operands: dict[Tensor, tuple[Tensor, int, tuple[Any, ...], _Recorder]] = {}  # see _large_operands
         # where each bucket's parameters sit in group["params"]
         position = {id(p): i for i, p in reversed(list(enumerate(self.group_params)))}
         self.slices = [[position[id(p)] for p in pk.params] for pk in self.packed]
@@ -339,22 +340,40 @@ class FlatPlan:
             scalars = tuple(st[k].item() if isinstance(st.get(k), Tensor) else st.get(k) for k in keys)
             batches.setdefault((tuple(st), scalars), []).append((p, g, st))
         for members in batches.values():
-            segs = [self._flat_view(p, st) for p, _, st in members]
-            hp = rule._scalars(h, segs[0])  # advances the first member's scalar state
+            operands = [self._large_operands(p, st) for p, _, st in members]
+            hp = rule._scalars(h, operands[0][1])  # advances the first member's scalar state
             rep = members[0][2]
-            run = runner(rule._update, hp, (_real_flat(members[0][0].data), _real_flat(members[0][1]), dict(segs[0])))
-            for (p, g, st), seg in zip(members, segs):
-                run(_real_flat(p.data), _real_flat(g.contiguous()), seg)
+            run = runner(rule._update, hp, (operands[0][0], _real_flat(members[0][1]), dict(operands[0][1])))
+            for (p, g, st), (flat_p, seg) in zip(members, operands):
+                run(flat_p, _real_flat(g.contiguous()), seg)
                 for key in seg.created:  # entries the update made (SGD's first momentum buffer)
                     st[key] = _unflat(seg[key], p)
                     seg.created = []
             if rule._finish is not None:
-                rule._finish(hp, segs[0])
-            for _, _, st in members[1:]:  # the others advance alike
+                rule._finish(hp, operands[0][1])
+            if len(members) > 1:  # the others advance alike
                 for k in keys:
-                    if isinstance(st.get(k), Tensor):
-                        st[k].copy_(rep[k])
+                    if isinstance(rep.get(k), Tensor):
+                        others = [st[k] for _, _, st in members[1:]]
+                        torch._foreach_copy_(others, [rep[k]] * len(others))
         return leftovers
+
+    def _large_operands(self, p: Tensor, state: dict[str, Any]) -> tuple[Tensor, _Recorder]:
+        """``p`` and its state as the kernel takes them (1-D, real), kept from step to step while the state dict
+        holds the same tensors and ``p`` the same storage."""
+        kept = self.operands.get(p)
+        if (
+            kept is not None
+            and kept[1] == p.data_ptr()
+            and len(kept[2]) == len(state)
+            and all(map(operator.is_, state.values(), kept[2]))
+        ):
+            return kept[0], kept[3]
+        seg = self._flat_view(p, state)
+        # detach(), not .data: the kernel's writes then count as in-place changes of p for autograd
+        flat_p = _real_flat(p.detach())
+        self.operands[p] = (flat_p, p.data_ptr(), tuple(state.values()), seg)
+        return flat_p, seg
 
     def _flat_view(self, p: Tensor, state: dict[str, Any]) -> _Recorder:
         seg = _Recorder()
@@ -413,6 +432,8 @@ class FlatPlan:
             for sa, sb in self._segments(pk, a, b):
                 lo, hi = pk.offsets[sa] * pk.factor, pk.offsets[sb] * pk.factor
                 self._run_segment(rule, h, pk, sa, sb, pk.real_grad[lo:hi])
+            # The kernels wrote the flat buffer, whose version counter is not the parameters': tell autograd.
+            torch._C._increment_version(params[a:b])
         return []
 
     def _gather(self, pk: _Packed, grads: list[Tensor | None], a: int, b: int) -> None:
