@@ -506,12 +506,13 @@ def _single_kernel(entry: Callable[[list[Any]], Any], inputs: list[Any]) -> tupl
         seen.append(args)
         return cpp(*args)
 
-    setattr(module, names[0], spy)
-    try:
-        outs = entry(list(inputs))
-    finally:
-        setattr(module, names[0], cpp)
-    if len(seen) != 1 or outs:
+    with _lock:  # compile threads may share a module (same generated code): one swaps its global at a time
+        setattr(module, names[0], spy)
+        try:
+            outs = entry(list(inputs))
+        finally:
+            setattr(module, names[0], cpp)
+    if len(seen) != 1 or outs:  # another call went through meanwhile, or not one kernel: keep the entry point
         return None
     order = []
     for arg in seen[0]:
