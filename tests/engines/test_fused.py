@@ -169,8 +169,9 @@ def test_fused_state_dict_round_trips_through_default_and_torch(compile_sync: No
 
 
 def test_fused_reacts_to_load_state_dict_and_rebinding(compile_sync: None) -> None:
-    """Replacing the state (load_state_dict) or a parameter's data (p.data = ...) between steps is honoured."""
-    ps = [torch.randn(4, 4, requires_grad=True) for _ in range(3)]
+    """Replacing the state (load_state_dict) or a parameter's data (p.data = ...) between steps is honoured, for
+    packed parameters and for large ones (whose flat operands the engine keeps from step to step)."""
+    ps = [torch.randn(4, 4, requires_grad=True) for _ in range(3)] + [torch.randn(flat.SMALL + 5, requires_grad=True)]
     opt = optimlab.Adam(ps, lr=0.1, fused=True)
     ref = optimlab.Adam([p.detach().clone().requires_grad_() for p in ps], lr=0.1)
     pairs = list(zip(ref.param_groups[0]["params"], ps))
@@ -187,11 +188,15 @@ def test_fused_reacts_to_load_state_dict_and_rebinding(compile_sync: None) -> No
     opt.load_state_dict(copy.deepcopy(ref.state_dict()))
     step(1)
     with torch.no_grad():
-        new = torch.randn(4, 4)
-        pairs[1][0].data = new.clone()
-        pairs[1][1].data = new.clone()
+        for i in (1, 3):
+            new = torch.randn(pairs[i][0].shape)
+            pairs[i][0].data = new.clone()
+            pairs[i][1].data = new.clone()
     step(2)
+    step(3)
     assert_states_same(ref, opt, False, "after load and rebinding", rtol=1e-5, atol=1e-6)
+    for a, b in pairs:
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_fused_sparse_grads_fall_back_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
