@@ -438,10 +438,16 @@ def _direct_caller(
     created = list(traced_out)  # keys the update added to the state dict, in output order
     created = [k for k in created if not any(traced_out[k] is a for a in trace_args)]
 
-    def via(callee: Callable[[list[Any]], Any], bump: bool = False) -> Callable[[list[Any]], dict[str, Tensor]]:
+    def via(
+        callee: Callable[..., Any], picks: list[Callable[[list[Any]], Any]], spread: bool, bump: bool
+    ) -> Callable[[list[Any]], dict[str, Tensor]]:
+        """``callee`` on the operands ``picks`` take from a step's arguments (as separate arguments if ``spread``,
+        else as one list); ``bump``: count the writes as in-place changes for autograd, as in-place ops do."""
+
         def call(args: list[Any]) -> dict[str, Tensor]:
-            outs = callee([pick(args) for pick in pickers])
-            if bump:  # as any in-place op does (AOTAutograd's wrapper did it): autograd sees the change
+            inputs = [pick(args) for pick in picks]
+            outs = callee(*inputs) if spread else callee(inputs)
+            if bump:
                 torch._C._increment_version([args[i] for i in mutated])
             if not created:
                 return {}
@@ -450,7 +456,7 @@ def _direct_caller(
 
         return call
 
-    through_aot = via(lambda inputs: fn(*inputs))
+    through_aot = via(fn, pickers, spread=True, bump=False)  # the AOTAutograd wrapper bumps them itself
 
     def copies() -> list[Any]:
         return [x.clone() if isinstance(x, Tensor) else x for x in trace_args]
@@ -469,15 +475,8 @@ def _direct_caller(
             kernel = _single_kernel(entry, inputs_of(copies()))
             if kernel is not None:
                 cpp, order = kernel
-                picks = [pickers[i] for i in order]
-
-                def call_kernel(args: list[Any]) -> dict[str, Tensor]:
-                    cpp(*[pick(args) for pick in picks])
-                    torch._C._increment_version([args[i] for i in mutated])  # as in-place ops do: autograd sees it
-                    return {}
-
-                candidates.append(call_kernel)
-        candidates.append(via(entry, bump=True))
+                candidates.append(via(cpp, [pickers[i] for i in order], spread=True, bump=True))
+        candidates.append(via(entry, pickers, spread=False, bump=True))
     for candidate in candidates:
         try:
             a, b = copies(), copies()

@@ -256,7 +256,7 @@ class FlatPlan:
         dtypes = {p.dtype for p in self.group_params}
         self.dtypes = itertools.repeat(dtypes.pop()) if len(dtypes) == 1 else None
         self.checked: list[Tensor | None] = []  # gradients that passed every check last step
-        self.operands: dict[Tensor, tuple[Tensor, int, tuple[Any, ...], _Recorder]] = {}  # see _large_operands
+        self.operands: dict[Tensor, tuple[Tensor, tuple[Any, ...], _Recorder]] = {}  # see _large_operands
         # where each bucket's parameters sit in group["params"]
         position = {id(p): i for i, p in reversed(list(enumerate(self.group_params)))}
         self.slices = [[position[id(p)] for p in pk.params] for pk in self.packed]
@@ -364,15 +364,15 @@ class FlatPlan:
         kept = self.operands.get(p)
         if (
             kept is not None
-            and kept[1] == p.data_ptr()
-            and len(kept[2]) == len(state)
-            and all(map(operator.is_, state.values(), kept[2]))
+            and kept[0].data_ptr() == p.data_ptr()
+            and len(kept[1]) == len(state)
+            and all(map(operator.is_, state.values(), kept[1]))
         ):
-            return kept[0], kept[3]
+            return kept[0], kept[2]
         seg = self._flat_view(p, state)
         # detach(), not .data: the kernel's writes then count as in-place changes of p for autograd
         flat_p = _real_flat(p.detach())
-        self.operands[p] = (flat_p, p.data_ptr(), tuple(state.values()), seg)
+        self.operands[p] = (flat_p, tuple(state.values()), seg)
         return flat_p, seg
 
     def _flat_view(self, p: Tensor, state: dict[str, Any]) -> _Recorder:
