@@ -297,26 +297,36 @@ def test_background_compile_runs_eagerly_until_ready(monkeypatch: pytest.MonkeyP
     torch.testing.assert_close(ps[0], ref.param_groups[0]["params"][0], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("mode", ["sync", "0"])
 @pytest.mark.parametrize("set_to_none", [True, False])
-def test_fused_training_loop_with_either_zero_grad(set_to_none: bool, compile_sync: None) -> None:
-    """A real loop (backward, step, zero_grad): with set_to_none=False the engine adopts the gradients into its
-    flat buffer and zeroes them in bulk; either way the run matches the default path."""
+def test_fused_training_loop_with_either_zero_grad(set_to_none: bool, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real loop (backward, step, zero_grad), matching the default path either way.  Compiled, the kernels read
+    the gradients where they are: none is copied or replaced.  Eager (no launcher), gradients are gathered into
+    a flat buffer, and with set_to_none=False adopted into it (backward accumulates there; zeroed in bulk)."""
+    monkeypatch.setenv("OPTIMLAB_COMPILE", mode)
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 4))
     twin = copy.deepcopy(model)
     fused = optimlab.Adam(model.parameters(), lr=0.01, fused=True)
     plain = optimlab.Adam(twin.parameters(), lr=0.01)
     gen = torch.Generator().manual_seed(1)
+    seen: list[list[int]] = []
     for _ in range(6):
         x, y = torch.randn(5, 8, generator=gen), torch.randn(5, 4, generator=gen)
         for m, opt in ((model, fused), (twin, plain)):
             opt.zero_grad(set_to_none=set_to_none)
             torch.nn.functional.mse_loss(m(x), y).backward()
             opt.step()
+        seen.append([id(p.grad) for p in model.parameters()])
     for a, b in zip(model.parameters(), twin.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     pk = fused._flat.plans[id(fused.param_groups[0])].packed[0]
-    assert pk.owns_grads() == (not set_to_none)  # gradients adopted only when they persist across steps
+    if mode == "sync":
+        assert not pk.owns_grads() and pk._grad is None  # no flat gradient buffer at all
+        if not set_to_none:
+            assert all(ids == seen[0] for ids in seen)  # the user's gradient tensors stay theirs
+    else:
+        assert pk.owns_grads() == (not set_to_none)  # gradients adopted only when they persist across steps
 
 
 @pytest.mark.parametrize("mode", ["sync", "0"])

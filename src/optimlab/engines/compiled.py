@@ -35,6 +35,8 @@ import torch
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
+from optimlab.engines.launch import Launcher, driver
+
 __all__ = [
     "Kernel",
     "compile_mode",
@@ -332,11 +334,14 @@ def _compile(
             update, hyper_type, h, example[2], _used_keys(update, hyper_type, h, example), len(_kernels) + len(_failed)
         )
         captured: dict[str, Any] = {}
+        # With the launch driver, the kernel is compiled single-threaded: the driver spreads a step's items over
+        # the threads in one parallel region (a kernel's own region per call would cost microseconds each).
+        serial = driver() is not None
 
         def backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
             from torch._inductor.compile_fx import compile_fx
 
-            compiled_fn = compile_fx(gm, example_inputs)
+            compiled_fn = compile_fx(gm, example_inputs, config_patches={"cpp.threads": 1} if serial else None)
             captured.update(gm=gm, inputs=list(example_inputs), fn=compiled_fn)
             return compiled_fn
 
@@ -348,8 +353,12 @@ def _compile(
 
         trace_args = operands(*example, h)
         out = wrapped(*trace_args)
-        direct = _direct_caller(captured, trace_args, out, mutated=[0, *range(2, 2 + len(example[2]))])
-        kernel = Kernel(numbers, tensors, wrapped, direct)
+        mutated = [0, *range(2, 2 + len(example[2]))]
+        direct, cpp_roles = _direct_caller(captured, trace_args, out, mutated)
+        # Without a launcher (an update that creates a state entry: SGD's first momentum step), the serial
+        # kernel is called whole, on one thread.
+        launcher = _launcher(cpp_roles, trace_args, mutated, direct) if serial else None
+        kernel = Kernel(numbers, tensors, wrapped, direct, launcher)
         _kernels[key] = kernel
     except Exception as e:  # no compiler, an op Inductor cannot lower...: the eager path stays
         _failed.add(key)
@@ -371,70 +380,100 @@ class Kernel:
         tensors: list[str],
         wrapped: Callable[..., dict[str, Tensor]],
         direct: Callable[[list[Any]], dict[str, Tensor]] | None,
+        launcher: Launcher | None = None,
     ) -> None:
         self.numbers = numbers
         self.tensors = tensors
         self.wrapped = wrapped
         self.direct = direct
+        self.launcher = launcher
 
-    def bind(self, h: dict[str, Any]) -> Callable[[Tensor, Tensor, dict[str, Tensor]], None]:
+    def bind(self, h: dict[str, Any]) -> Bound:
         """The kernel with the numbers of ``h`` packed once, for any number of operand sets."""
         extra = [*(h[k] for k in self.tensors), torch.tensor([float(h[k]) for k in self.numbers], dtype=torch.float64)]
-        direct, wrapped = self.direct, self.wrapped
+        return Bound(self, extra)
 
-        def call(param: Tensor, grad: Tensor, state: dict[str, Tensor]) -> None:
-            args = [param, grad, *state.values(), *extra]
-            new = direct(args) if direct is not None else wrapped(*args)
-            for k, v in new.items():
-                if k not in state:
-                    state[k] = v
 
-        return call
+class Bound:
+    """A kernel with its numbers: ``bound(param, grad, state)`` for one operand set; ``bound.many(...)`` (where
+    the kernel has a launcher) for a table of them in one call."""
+
+    __slots__ = ("extra", "kernel", "launcher")
+
+    def __init__(self, kernel: Kernel | None, extra: list[Any]) -> None:
+        self.kernel = kernel
+        self.extra = extra
+        self.launcher = kernel.launcher if kernel is not None else None
+
+    def __call__(self, param: Tensor, grad: Tensor, state: dict[str, Tensor]) -> None:
+        args = [param, grad, *state.values(), *self.extra]
+        if self.launcher is not None:
+            table, owners = self.launcher.table([args], self.launcher.chunks([args]))
+            self.launcher(table, owners, self.launcher.shared(args), [grad])
+            torch._C._increment_version([args[i] for i in self.launcher.mutated])
+            return
+        kernel = self.kernel
+        assert kernel is not None
+        new = kernel.direct(args) if kernel.direct is not None else kernel.wrapped(*args)
+        for k, v in new.items():
+            if k not in state:
+                state[k] = v
+
+    def many(self, table: Tensor, owners: Tensor, rep_state: dict[str, Tensor], grads: list[Tensor]) -> None:
+        """Run the kernel over every row of ``table`` (from ``launcher.table``); the operands the rows share come
+        from ``rep_state`` (0-dim entries) and the numbers; ``grads[s]`` is operand set ``s``'s gradient.  The
+        caller bumps the parameters' version counters."""
+        launcher = self.launcher
+        assert launcher is not None
+        args = [None, None, *rep_state.values(), *self.extra]
+        launcher(table, owners, launcher.shared(args), grads)
 
 
 def _direct_caller(
     captured: dict[str, Any], trace_args: list[Any], traced_out: dict[str, Tensor], mutated: list[int]
-) -> Callable[[list[Any]], dict[str, Tensor]] | None:
+) -> tuple[Callable[[list[Any]], dict[str, Tensor]] | None, tuple[Any, list[tuple[Any, ...]]] | None]:
     """Call Inductor's compiled function without Dynamo's frame machinery.
 
     Its inputs are the graph's placeholders: our tensors (found by identity among the traced arguments) and the
     symbolic sizes (found as dimensions of those tensors).  Its outputs are the graph's: the entries the update
-    created, in ``traced_out``'s order.  Returns None (use the Dynamo path) if anything does not map."""
+    created, in ``traced_out``'s order.  Returns the caller (None: use the Dynamo path, if anything does not
+    map) and, when it calls the one C++ kernel itself, that kernel and where each of its arguments comes from:
+    ``("arg", j)`` the step's operand ``j``, ``("size", j, d)`` dimension ``d`` of operand ``j``."""
     gm, inputs, fn = captured.get("gm"), captured.get("inputs"), captured.get("fn")
     if gm is None or inputs is None or fn is None:
-        return None
+        return None, None
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if len(placeholders) != len(inputs):
-        return None
+        return None, None
     tensor_positions = {}
     for i, value in enumerate(inputs):
         if isinstance(value, Tensor):
             matches = [j for j, a in enumerate(trace_args) if a is value]
             if len(matches) != 1:
-                return None
+                return None, None
             tensor_positions[i] = matches[0]
-    pickers: list[Callable[[list[Any]], Any]] = []
+    specs: list[tuple[Any, ...]] = []
     for i, node in enumerate(placeholders):
         if i in tensor_positions:
-            j = tensor_positions[i]
-            pickers.append(lambda args, j=j: args[j])
+            specs.append(("arg", tensor_positions[i]))
             continue
         symbol = node.meta.get("example_value")
         if not isinstance(symbol, torch.SymInt):
-            return None
+            return None, None
         where = None
         for k, other in enumerate(placeholders):
             fake = other.meta.get("example_value")
             if k in tensor_positions and isinstance(fake, Tensor):
                 for d, size in enumerate(fake.shape):
                     if isinstance(size, torch.SymInt) and str(size.node.expr) == str(symbol.node.expr):
-                        where = (tensor_positions[k], d)
+                        where = ("size", tensor_positions[k], d)
                         break
             if where is not None:
                 break
         if where is None:
-            return None
-        pickers.append(lambda args, w=where: args[w[0]].size(w[1]))
+            return None, None
+        specs.append(where)
+    pickers = [_picker(spec) for spec in specs]
     created = list(traced_out)  # keys the update added to the state dict, in output order
     created = [k for k in created if not any(traced_out[k] is a for a in trace_args)]
 
@@ -458,9 +497,6 @@ def _direct_caller(
 
     through_aot = via(fn, pickers, spread=True, bump=False)  # the AOTAutograd wrapper bumps them itself
 
-    def copies() -> list[Any]:
-        return [x.clone() if isinstance(x, Tensor) else x for x in trace_args]
-
     def inputs_of(args: list[Any]) -> list[Any]:
         return [pick(args) for pick in pickers]
 
@@ -468,27 +504,100 @@ def _direct_caller(
     # operands: AOTAutograd's runtime wrappers cost ~20 µs a call, the generated module's entry point (size
     # asserts, argument shuffling) a few µs more than its one C++ kernel.  At GPT-2's and ResNet-50's ~50 large
     # tensors a step, that was a millisecond.
-    candidates = []
-    entry = _generated_entry(fn, inputs_of(copies()))
+    candidates: list[tuple[Callable[[list[Any]], dict[str, Tensor]], tuple[Any, list[tuple[Any, ...]]] | None]] = []
+    entry = _generated_entry(fn, inputs_of(_copies(trace_args)))
     if entry is not None:
         if not created:
-            kernel = _single_kernel(entry, inputs_of(copies()))
+            kernel = _single_kernel(entry, inputs_of(_copies(trace_args)))
             if kernel is not None:
                 cpp, order = kernel
-                candidates.append(via(cpp, [pickers[i] for i in order], spread=True, bump=True))
-        candidates.append(via(entry, pickers, spread=False, bump=True))
-    for candidate in candidates:
-        try:
-            a, b = copies(), copies()
-            out_a, out_b = through_aot(a), candidate(b)
-            same = list(out_a) == list(out_b) and all(
-                _identical(x, y) for x, y in zip([*a, *out_a.values()], [*b, *out_b.values()]) if isinstance(x, Tensor)
-            )
-        except Exception:
-            same = False
-        if same:
-            return candidate
-    return through_aot
+                call = via(cpp, [pickers[i] for i in order], spread=True, bump=True)
+                candidates.append((call, (cpp, [specs[i] for i in order])))
+        candidates.append((via(entry, pickers, spread=False, bump=True), None))
+    for candidate, found in candidates:
+        if _same_results(through_aot, candidate, trace_args):
+            return candidate, found
+    return through_aot, None
+
+
+def _picker(spec: tuple[Any, ...]) -> Callable[[list[Any]], Any]:
+    if spec[0] == "arg":
+        return operator.itemgetter(spec[1])
+    _, j, d = spec
+    return lambda args: args[j].size(d)
+
+
+def _copies(args: list[Any]) -> list[Any]:
+    return [x.clone() if isinstance(x, Tensor) else x for x in args]
+
+
+def _same_results(
+    reference: Callable[[list[Any]], dict[str, Tensor]], candidate: Callable[[list[Any]], Any], trace_args: list[Any]
+) -> bool:
+    """Whether ``candidate`` leaves copies of the traced operands (and returns entries) bitwise as ``reference``."""
+    try:
+        a, b = _copies(trace_args), _copies(trace_args)
+        out_a, out_b = reference(a), candidate(b) or {}
+        return list(out_a) == list(out_b) and all(
+            _identical(x, y) for x, y in zip([*a, *out_a.values()], [*b, *out_b.values()]) if isinstance(x, Tensor)
+        )
+    except Exception:
+        return False
+
+
+def _launcher(
+    found: tuple[Any, list[tuple[Any, ...]]] | None,
+    trace_args: list[Any],
+    mutated: list[int],
+    direct: Callable[[list[Any]], dict[str, Tensor]] | None,
+) -> Launcher | None:
+    """A launcher for the C++ kernel ``direct`` calls (``found``: it and where its arguments come from), used
+    only if running the traced operands through it in several ragged items gives bitwise ``direct``'s results.
+
+    Operands ``[param, grad, *state, *extras]``: the parameter, gradient and 1-dim state entries move with the
+    items; extras (the numbers, a tensor lr) and 0-dim state entries the kernel only reads are shared by them."""
+    if found is None or direct is None or driver() is None:
+        return None
+    cpp, roles = found
+    n = trace_args[0].numel()
+    n_state = len(mutated) - 1
+    before = _copies(trace_args)
+    after = _copies(trace_args)
+    direct(after)
+    kinds: list[tuple[str, int]] = []
+    for spec in roles:
+        if spec[0] == "size":
+            if trace_args[spec[1]].size(spec[2]) != n:
+                return None
+            kinds.append(("size", 0))
+            continue
+        j = spec[1]
+        t = trace_args[j]
+        if not isinstance(t, Tensor):
+            return None
+        if j < 2 + n_state and t.dim() == 1 and t.numel() == n:
+            kinds.append(("item", j))
+        elif j >= 2 + n_state or (t.dim() == 0 and _identical(before[j], after[j])):
+            kinds.append(("shared", j))
+        else:
+            return None
+    try:
+        launcher = Launcher(cpp, kinds, mutated)
+    except Exception:
+        return None
+
+    items = {j for kind, j in kinds if kind == "item"}
+
+    def run(args: list[Any]) -> dict[str, Tensor]:
+        # Two operand sets (halves), each in several items, the last one ragged: rows, owners and offsets all
+        # take part.
+        half = n // 2
+        sets = [[a[lo:hi] if j in items else a for j, a in enumerate(args)] for lo, hi in ((0, half), (half, n))]
+        table, owners = launcher.table(sets, launcher.chunks(sets, chunk=half // 3 + 5))
+        launcher(table, owners, launcher.shared(args), [ops[1] for ops in sets])
+        return {}
+
+    return launcher if _same_results(direct, run, trace_args) else None
 
 
 def _single_kernel(entry: Callable[[list[Any]], Any], inputs: list[Any]) -> tuple[Callable[..., Any], list[int]] | None:

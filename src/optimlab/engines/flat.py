@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import itertools
 import operator
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -97,9 +98,10 @@ class _Packed:
                 p.data = self.flat[a:b].view_as(p)
         self.ptrs = [p.data_ptr() for p in params]
         self.real_flat = _real_flat(self.flat)
-        self.grad = torch.zeros_like(self.flat)  # the gradients, gathered (or accumulated in place)
-        self.real_grad = _real_flat(self.grad)
-        self.grad_views = [self.grad[a:b].view_as(p) for p, a, b in zip(params, self.offsets, self.offsets[1:])]
+        self._grad: Tensor | None = None  # the gradients, gathered where no launcher reads them in place
+        self.grad_views: list[Tensor | None] = [None] * len(params)
+        self.tables: dict[tuple[Any, ...], tuple[int, Tensor, Tensor]] = {}  # launch tables, see table()
+        self.generation = 0  # bumped whenever a state buffer or view changes (tables keep raw pointers)
         self.all_1d = all(p.dim() == 1 for p in params)
         self.whole = False  # whether these are all of the group's parameters, in order
         self.last_grads: list[Tensor | None] = [None] * len(params)
@@ -135,7 +137,37 @@ class _Packed:
                 state[key] = buf[a:b].view_as(p)
         self._remember(i, state)
 
+    @property
+    def grad(self) -> Tensor:
+        """The flat gradient buffer, made the first time gradients have to be gathered."""
+        if self._grad is None:
+            self._grad = torch.zeros_like(self.flat)
+            self.grad_views = [self._grad[a:b].view_as(p) for p, a, b in zip(self.params, self.offsets, self.offsets[1:])]
+        return self._grad
+
+    @property
+    def real_grad(self) -> Tensor:
+        return _real_flat(self.grad)
+
+    def table(self, launcher: Any, a: int, b: int, operands: list[Any]) -> tuple[Tensor, Tensor]:
+        """The launch table of parameters a..b-1 (one item each; ``operands``: the segment's flat operands),
+        kept while the buffers and views stay as they were."""
+        key = (launcher, a, b)
+        kept = self.tables.get(key)
+        if kept is not None and kept[0] == self.generation:
+            return kept[1], kept[2]
+        base = self.offsets[a]
+        items = [
+            (0, (self.offsets[i] - base) * self.factor, self.numels[i] * self.factor, i - a, 0) for i in range(a, b)
+        ]
+        table, owners = launcher.table([operands], items)
+        if len(self.tables) >= 64:  # segments that keep changing (gradients present one step, not the next)
+            self.tables.clear()
+        self.tables[key] = (self.generation, table, owners)
+        return table, owners
+
     def _remember(self, i: int, state: dict[str, Any]) -> None:
+        self.generation += 1
         self.packed_states[i] = state
         self.views[i] = tuple(state.values())
         self.layout[i] = tuple(state)
@@ -154,7 +186,7 @@ class _Packed:
         return self._flat_views
 
     def owns_grads(self) -> bool:
-        return all(map(operator.is_, map(_GRAD, self.params), self.grad_views))
+        return self._grad is not None and all(map(operator.is_, map(_GRAD, self.params), self.grad_views))
 
     def _new_scalar_buffer(self, key: str, like: Tensor) -> Tensor:
         old = self.scalar_state.get(key)
@@ -257,6 +289,7 @@ class FlatPlan:
         self.dtypes = itertools.repeat(dtypes.pop()) if len(dtypes) == 1 else None
         self.checked: list[Tensor | None] = []  # gradients that passed every check last step
         self.operands: dict[Tensor, tuple[Tensor, tuple[Any, ...], _Recorder]] = {}  # see _large_operands
+        self.tables: dict[tuple[Any, ...], tuple[list[Tensor], Tensor, Tensor]] = {}  # see _large_table
         # where each bucket's parameters sit in group["params"]
         position = {id(p): i for i, p in reversed(list(enumerate(self.group_params)))}
         self.slices = [[position[id(p)] for p in pk.params] for pk in self.packed]
@@ -339,16 +372,23 @@ class FlatPlan:
                 rule._init_state(self.group, p, st)
             scalars = tuple(st[k].item() if isinstance(st.get(k), Tensor) else st.get(k) for k in keys)
             batches.setdefault((tuple(st), scalars), []).append((p, g, st))
+        tables, self.tables = self.tables, {}
         for members in batches.values():
             operands = [self._large_operands(p, st) for p, _, st in members]
             hp = rule._scalars(h, operands[0][1])  # advances the first member's scalar state
             rep = members[0][2]
             run = runner(rule._update, hp, (operands[0][0], _real_flat(members[0][1]), dict(operands[0][1])))
-            for (p, g, st), (flat_p, seg) in zip(members, operands):
-                run(flat_p, _real_flat(g.contiguous()), seg)
-                for key in seg.created:  # entries the update made (SGD's first momentum buffer)
-                    st[key] = _unflat(seg[key], p)
-                    seg.created = []
+            launcher = getattr(run, "launcher", None)
+            if launcher is not None:  # the whole batch, cut in cache-sized items, in one call
+                table, owners = self._large_table(launcher, operands, tables)
+                run.many(table, owners, operands[0][1], [g if g.is_contiguous() else g.contiguous() for _, g, _ in members])
+                torch._C._increment_version([p for p, _, _ in members])
+            else:
+                for (p, g, st), (flat_p, seg) in zip(members, operands):
+                    run(flat_p, _real_flat(g.contiguous()), seg)
+                    for key in seg.created:  # entries the update made (SGD's first momentum buffer)
+                        st[key] = _unflat(seg[key], p)
+                        seg.created = []
             if rule._finish is not None:
                 rule._finish(hp, operands[0][1])
             if len(members) > 1:  # the others advance alike
@@ -357,6 +397,20 @@ class FlatPlan:
                         others = [st[k] for _, _, st in members[1:]]
                         torch._foreach_copy_(others, [rep[k]] * len(others))
         return leftovers
+
+    def _large_table(
+        self, launcher: Any, operands: list[tuple[Tensor, _Recorder]], previous: dict[tuple[Any, ...], Any]
+    ) -> tuple[Tensor, Tensor]:
+        """The launch table of a batch of large parameters, kept while their operands are the kept ones (it
+        holds raw pointers: the operands it was built from are held with it)."""
+        flats = [flat_p for flat_p, _ in operands]
+        key = (launcher, *map(id, flats))
+        kept = previous.get(key)
+        if kept is None or not all(map(operator.is_, kept[0], flats)):
+            sets = [[flat_p, None, *seg.values()] for flat_p, seg in operands]
+            kept = (flats, *launcher.table(sets, launcher.chunks(sets)))
+        self.tables[key] = kept
+        return kept[1], kept[2]
 
     def _large_operands(self, p: Tensor, state: dict[str, Any]) -> tuple[Tensor, _Recorder]:
         """``p`` and its state as the kernel takes them (1-D, real), kept from step to step while the state dict
@@ -398,7 +452,8 @@ class FlatPlan:
             # Something rebound a parameter (p.data = ..., module.to(...)): pack again from the live tensors.
             self._repack(pk, all_state)
             steady = False
-        owned = all(map(operator.is_, grads, pk.grad_views))  # the gradients already live in our flat buffer
+        # the gradients already live in our flat buffer
+        owned = pk._grad is not None and all(map(operator.is_, grads, pk.grad_views))
         complete = owned or not any(map(operator.is_, grads, itertools.repeat(None)))
         if not owned and not self.plain:
             present = grads if complete else [g for g in grads if g is not None]
@@ -427,11 +482,21 @@ class FlatPlan:
 
         runs = [(0, len(params))] if complete else _runs([g is not None for g in grads])
         for a, b in runs:
-            if not owned:
-                self._gather(pk, grads, a, b)
+            part = grads[a:b]
+            # A launcher reads the gradients where they are: no gather, unless one is not laid out like its
+            # parameter.
+            in_place = owned or (
+                all(map(Tensor.is_contiguous, part)) and list(map(Tensor.numel, part)) == pk.numels[a:b]  # type: ignore[arg-type]
+            )
+            gathered = [owned]
+
+            def gather(a: int = a, b: int = b, gathered: list[bool] = gathered) -> None:
+                if not gathered[0]:
+                    self._gather(pk, grads, a, b)
+                    gathered[0] = True
+
             for sa, sb in self._segments(pk, a, b):
-                lo, hi = pk.offsets[sa] * pk.factor, pk.offsets[sb] * pk.factor
-                self._run_segment(rule, h, pk, sa, sb, pk.real_grad[lo:hi])
+                self._run_segment(rule, h, pk, sa, sb, grads[sa:sb] if in_place else None, gather)
             # The kernels wrote the flat buffer, whose version counter is not the parameters': tell autograd.
             torch._C._increment_version(params[a:b])
         return []
@@ -444,8 +509,9 @@ class FlatPlan:
         into it and later steps copy nothing.  Fresh tensors every step (the default ``set_to_none=True``) are
         only copied."""
         part = grads[a:b]
+        flat = pk.grad  # made on first use, with its views
         if pk.all_1d:
-            torch.cat(part, out=pk.grad[pk.offsets[a] : pk.offsets[b]])  # type: ignore[arg-type]
+            torch.cat(part, out=flat[pk.offsets[a] : pk.offsets[b]])  # type: ignore[arg-type]
         else:
             torch._foreach_copy_(pk.grad_views[a:b], part)  # type: ignore[arg-type]
         previous, pk.last_grads[a:b] = pk.last_grads[a:b], part
@@ -468,12 +534,30 @@ class FlatPlan:
         edges = sorted(cuts)
         return list(itertools.pairwise(edges))
 
-    def _run_segment(self, rule: Any, h: Any, pk: _Packed, a: int, b: int, grad: Tensor) -> None:
+    def _run_segment(
+        self,
+        rule: Any,
+        h: Any,
+        pk: _Packed,
+        a: int,
+        b: int,
+        grads: list[Tensor | None] | None,
+        gather: Callable[[], None],
+    ) -> None:
+        """Update parameters a..b-1 (equal scalar state): through a launcher, reading ``grads`` in place, where
+        there is one and they are given; else over the gathered flat gradient."""
         seg = pk.segment_state(a, b, rep=a)
         hp = rule._scalars(h, seg)
         lo, hi = pk.offsets[a] * pk.factor, pk.offsets[b] * pk.factor
         param = pk.real_flat[lo:hi]
-        runner(rule._update, hp, (param, grad, dict(seg)))(param, grad, seg)
+        run = runner(rule._update, hp, (param, param, dict(seg)))
+        launcher = getattr(run, "launcher", None)
+        if launcher is not None and grads is not None:
+            table, owners = pk.table(launcher, a, b, [param, None, *seg.values()])
+            run.many(table, owners, seg, grads)  # type: ignore[arg-type]
+        else:
+            gather()
+            run(param, pk.real_grad[lo:hi], seg)
         for key in seg.created:  # e.g. SGD's momentum buffer, made on its first step: give it a flat home
             buf = pk.tensor_state.get(key)
             if buf is None:

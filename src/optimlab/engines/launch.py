@@ -1,0 +1,172 @@
+"""Running one compiled elementwise kernel over many tensors in one call (a CPU "multi-tensor apply").
+
+Inductor's kernel for an update is a C function of raw pointers and a length: ``kernel(in_ptr0, ..., out_ptr0, ...,
+ks0)``.  Called once per tensor from Python it costs microseconds a call; on a thousand small tensors that is
+more than the update itself, which is why small parameters used to be packed and their gradients gathered (a
+copy of every gradient, every step).  ``launch`` below is a small C++ driver: it takes a table with one row per
+*item* (a tensor, or a cache-sized chunk of a large one) holding that item's pointers and length, and calls the
+kernel on every row, the rows spread over OpenMP threads.  The kernel is compiled single-threaded for it
+(``SERIAL``): the threads come from the driver, so one parallel region serves a whole step.
+
+Gradients are the one operand that is new every step: a row holds its gradient's offset and the driver adds the
+step's gradient pointer, so the table itself is built once and kept while the parameters and state stay put.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["CHUNK_ITEMS", "Launcher", "driver"]
+
+#: elements per item when a large tensor is cut into rows: large enough that a row's call costs nothing next to
+#: its work, small enough that two threads share the step evenly.
+CHUNK_ITEMS = 1 << 15
+_MAX_ARGS = 32
+
+# One ``case`` per kernel arity: every argument of an Inductor CPU kernel is a pointer or an int64 size, which the
+# x86-64 and AArch64 calling conventions pass alike, so a kernel can be called through a type of int64 arguments.
+_CASES = "\n".join(
+    f"        case {n}: reinterpret_cast<void (*)({', '.join(['I'] * n)})>(fn)"
+    f"({', '.join(f'a[{k}]' for k in range(n))}); break;"
+    for n in range(1, _MAX_ARGS + 1)
+)
+_SOURCE = (
+    r"""
+#include <cstdint>
+#include <omp.h>
+typedef int64_t I;
+
+// Call fn on every row of table (nitems x nargs).  An argument is the row's entry plus shared[k]; the gradient
+// argument (grad_slot) also gets the pointer of its item's gradient, grad_ptrs[item_set[i]].
+extern "C" void optimlab_launch(void* fn, I nargs, I nitems, const I* table, const I* shared, I grad_slot,
+                                const I* item_set, const I* grad_ptrs, I threads) {
+    // A kernel that opens a parallel region of its own runs it with one thread inside ours, not a new team.
+    int levels = omp_get_max_active_levels();
+    omp_set_max_active_levels(1);
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if(nitems > 1 && threads > 1)
+    for (I i = 0; i < nitems; ++i) {
+        I a[%d];
+        const I* row = table + i * nargs;
+        for (I k = 0; k < nargs; ++k) a[k] = row[k] + shared[k];
+        if (grad_slot >= 0) a[grad_slot] += grad_ptrs[item_set[i]];
+        switch (nargs) {
+%s
+        }
+    }
+    omp_set_max_active_levels(levels);
+}
+"""
+    % (_MAX_ARGS, _CASES)
+)
+
+_lock = threading.Lock()
+_driver: list[Any] = []  # [the loaded function] once built, [None] if building failed
+
+
+def driver() -> Any:
+    """The driver's C function (compiled once; Inductor's compile cache keeps it on disk), or None where no C++
+    compiler works."""
+    if not _driver:
+        with _lock:
+            if not _driver:
+                try:
+                    from torch._inductor.codecache import CppCodeCache
+
+                    fn = CppCodeCache.load(_SOURCE).optimlab_launch
+                    fn.restype = None
+                    fn.argtypes = [ctypes.c_void_p, *[ctypes.c_int64] * 2, *[ctypes.c_void_p] * 2, ctypes.c_int64]
+                    fn.argtypes += [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+                    _driver.append(fn)
+                except Exception:
+                    _driver.append(None)
+    return _driver[0]
+
+
+class Launcher:
+    """One compiled kernel, callable over a table of items.
+
+    ``roles`` says, for each kernel argument, where it comes from in a step's operand list
+    ``[param, grad, *state, *extras]``: ``("item", j)`` an operand with one element per parameter element (a
+    pointer that moves with the item), ``("shared", j)`` one the items share (the packed numbers, a 0-dim state
+    entry), ``("size", 0)`` the item's length.
+    """
+
+    def __init__(self, kernel: Any, roles: list[tuple[str, int]], mutated: list[int]) -> None:
+        self.address = _address(kernel)
+        self.mutated = mutated  # the operands the kernel writes (whose version counters a call bumps)
+        self.roles = roles
+        self.nargs = len(roles)
+        self.grad_slot = next((k for k, (role, j) in enumerate(roles) if role == "item" and j == 1), -1)
+        self.item_roles = [(k, j) for k, (role, j) in enumerate(roles) if role == "item" and j != 1]
+        self.shared_roles = [(k, j) for k, (role, j) in enumerate(roles) if role == "shared"]
+        self.size_slots = [k for k, (role, _) in enumerate(roles) if role == "size"]
+
+    def table(self, sets: Sequence[Sequence[Any]], items: Sequence[tuple[int, int, int, int, int]]) -> tuple[Tensor, Tensor]:
+        """``(table, owners)`` for ``items``: ``(set, start, length, owner, grad_start)`` runs the kernel on
+        elements ``start:start+length`` of operand list ``sets[set]`` (laid out like a step's; its gradient entry
+        is ignored) and on elements ``grad_start:`` of the gradient of ``owner`` (an index into the gradients a
+        call is given).  Operands are 1-dim; built once and kept while they stay put."""
+        it = torch.tensor(items, dtype=torch.int64).reshape(-1, 5)
+        which, start, length, owner, grad_start = it.unbind(1)
+        table = torch.zeros(it.shape[0], self.nargs, dtype=torch.int64)
+        if self.item_roles:
+            cols = [k for k, _ in self.item_roles]
+            bases = torch.tensor([[ops[j].data_ptr() for _, j in self.item_roles] for ops in sets], dtype=torch.int64)
+            sizes = torch.tensor([sets[0][j].element_size() for _, j in self.item_roles], dtype=torch.int64)
+            table[:, cols] = bases[which] + start[:, None] * sizes
+        if self.grad_slot >= 0:
+            table[:, self.grad_slot] = grad_start * sets[0][0].element_size()
+        for k in self.size_slots:
+            table[:, k] = length
+        return table, owner.contiguous()
+
+    @staticmethod
+    def chunks(sets: Sequence[Sequence[Any]], chunk: int = CHUNK_ITEMS) -> list[tuple[int, int, int, int, int]]:
+        """Items covering each set whole, cut into pieces of at most ``chunk`` elements; set ``s``'s gradient is
+        gradient ``s``."""
+        return [
+            (s, start, min(chunk, ops[0].numel() - start), s, start)
+            for s, ops in enumerate(sets)
+            for start in range(0, ops[0].numel(), chunk)
+        ]
+
+    def shared(self, operands: Sequence[Any]) -> Tensor:
+        """The per-call part of every row: pointers of the operands the items share (from one step's list)."""
+        values = [0] * self.nargs
+        for k, j in self.shared_roles:
+            values[k] = operands[j].data_ptr()
+        return torch.tensor(values, dtype=torch.int64)
+
+    def __call__(self, table: Tensor, item_set: Tensor, shared: Tensor, grads: Sequence[Tensor]) -> None:
+        """Run the kernel on every row of ``table``; ``grads[s]`` is the gradient of operand set ``s`` (contiguous,
+        of its parameter's dtype and size: the caller checked)."""
+        grad_ptrs = torch.tensor(list(map(Tensor.data_ptr, grads)), dtype=torch.int64)
+        _driver[0](
+            self.address,
+            self.nargs,
+            table.shape[0],
+            table.data_ptr(),
+            shared.data_ptr(),
+            self.grad_slot,
+            item_set.data_ptr(),
+            grad_ptrs.data_ptr(),
+            torch.get_num_threads(),
+        )
+
+
+def _address(kernel: Any) -> int:
+    """The C function behind Inductor's Python binding of a CPU kernel: the library's exported ``kernel``."""
+    module = getattr(kernel, "__self__", None)
+    path = getattr(module, "__file__", None)
+    if not path or getattr(kernel, "__name__", None) != "kernel":
+        raise ValueError("not an Inductor CPU kernel binding")
+    address = ctypes.cast(ctypes.CDLL(path).kernel, ctypes.c_void_p).value
+    if not address:
+        raise ValueError("no kernel symbol")
+    return address
