@@ -299,7 +299,9 @@ def test_background_compile_runs_eagerly_until_ready(monkeypatch: pytest.MonkeyP
 
 @pytest.mark.parametrize("mode", ["sync", "0"])
 @pytest.mark.parametrize("set_to_none", [True, False])
-def test_fused_training_loop_with_either_zero_grad(set_to_none: bool, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fused_training_loop_with_either_zero_grad(
+    set_to_none: bool, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A real loop (backward, step, zero_grad), matching the default path either way.  Compiled, the kernels read
     the gradients where they are: none is copied or replaced.  Eager (no launcher), gradients are gathered into
     a flat buffer, and with set_to_none=False adopted into it (backward accumulates there; zeroed in bulk)."""
@@ -375,3 +377,83 @@ def test_compiled_kernels_are_called_without_aotautograd_wrappers(compile_sync: 
     assert callees(compiled._kernels[key]) == ["kernel"]  # the C++ function
     for kernel in compiled._kernels.values():  # and every kernel earlier tests compiled
         assert callees(kernel) in (["kernel"], ["call"])
+
+
+def test_launcher_reads_gradients_in_place(compile_sync: None) -> None:
+    """With the launch driver, one call runs the kernel over every small parameter and over every chunk of the
+    large ones, reading the gradients where they are: no flat gradient buffer is made, the user's gradient
+    tensors are left alone, results match the default path.  A gradient that cannot be read in place (not
+    contiguous) sends its run through the gathering path, with the same results."""
+    from optimlab.engines import compiled, launch
+
+    torch.manual_seed(0)
+    shapes = [(3, 5), (7,), (1,), (40, 30), (2 * launch.CHUNK_ITEMS + 123,), (flat.SMALL + 1,)]
+    base = [torch.randn(s) for s in shapes]
+    fused_params = [b.clone().requires_grad_() for b in base]
+    plain_params = [b.clone().requires_grad_() for b in base]
+    fused = optimlab.Adam(fused_params, lr=0.01, weight_decay=0.1, fused=True)
+    plain = optimlab.Adam(plain_params, lr=0.01, weight_decay=0.1)
+    for step in range(5):
+        grads = [torch.randn(s) for s in shapes]
+        if step == 3:  # a non-contiguous gradient of a packed parameter: laid out transposed
+            grads[3] = torch.randn(30, 40).t()
+        for p, q, g in zip(fused_params, plain_params, grads):
+            p.grad, q.grad = g, g.clone()
+        fused.step()
+        plain.step()
+        assert all(p.grad is g for p, g in zip(fused_params, grads))
+        for p, q in zip(fused_params, plain_params):
+            torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    assert_states_same(plain, fused, exact=False, where="after 5 steps", rtol=1e-5, atol=1e-6)
+    key = next(k for k in compiled._kernels if k[0] is optimlab.Adam._update)
+    assert compiled._kernels[key].launcher is not None
+    plan = fused._flat.plans[id(fused.param_groups[0])]
+    assert len(plan.large) == 2
+    # only the step with the transposed gradient gathered (one copy of the packed gradients)
+    assert plan.packed[0]._grad is not None
+
+
+def test_launcher_without_non_contiguous_grads_makes_no_gradient_buffer(compile_sync: None) -> None:
+    torch.manual_seed(0)
+    params = [torch.randn(50, requires_grad=True) for _ in range(20)]
+    opt = optimlab.AdamW(params, lr=0.01, fused=True)
+    for _ in range(3):
+        for p in params:
+            p.grad = torch.randn_like(p)
+        opt.step()
+    assert opt._flat.plans[id(opt.param_groups[0])].packed[0]._grad is None
+
+
+def test_grad_pointers_in_cpp_and_python_agree() -> None:
+    """The C++ helper and its Python stand-in read the same addresses and refuse the same gradients."""
+    from optimlab.engines import launch
+
+    launch.wait_for_helper()
+    assert launch._helper and launch._helper[0] is not None, "the C++ helper did not build"
+    params = [torch.nn.Parameter(torch.randn(4, 3)) for _ in range(6)]
+    params[0].grad = torch.randn(4, 3)
+    params[1].grad = torch.randn(3, 4).t()  # not contiguous
+    params[2].grad = torch.randn(4, 3)[:, :].contiguous()
+    params[3].grad = torch.sparse_coo_tensor([[0, 2]], torch.ones(2, 3), (4, 3))  # sparse
+    params[5].grad = torch.randn(12)[None].view(4, 3)  # a view: fine
+    in_cpp = launch.grad_pointers(params)
+    helper = launch._helper[0]
+    try:
+        launch._helper[0] = None
+        in_python = launch.grad_pointers(params)
+    finally:
+        launch._helper[0] = helper
+    assert in_cpp[2:] == in_python[2:] == (1, 2)
+    assert torch.equal(in_cpp[0], in_python[0]) and torch.equal(in_cpp[1], in_python[1])
+    assert in_cpp[0].tolist() == [
+        params[0].grad.data_ptr(),
+        -1,
+        params[2].grad.data_ptr(),
+        -1,
+        0,
+        params[5].grad.data_ptr(),
+    ]
+    assert in_cpp[1].tolist() == [p.data_ptr() for p in params]
+    before = [p._version for p in params]
+    launch.bump(params)
+    assert [p._version for p in params] == [v + 1 for v in before]

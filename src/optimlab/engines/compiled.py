@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-from optimlab.engines.launch import Launcher, driver
+from optimlab.engines.launch import Launcher, driver, start_helper, wait_for_helper
 
 __all__ = [
     "Kernel",
@@ -79,6 +79,8 @@ def wait_for_compiles(timeout: float | None = None) -> bool:
     start_compiles()
     for thread in list(_pending.values()):
         thread.join(timeout)
+    if _kernels and not _pending:
+        wait_for_helper(timeout)
     return not _pending
 
 
@@ -310,6 +312,8 @@ def kernel_for(
         thread = _pending.get(key)
         if thread is not None:
             thread.join()
+        if key in _kernels and _kernels[key].launcher is not None:
+            wait_for_helper()
         while _messages:
             warn_once(_messages.pop())
     return _kernels.get(key)
@@ -337,6 +341,8 @@ def _compile(
         # With the launch driver, the kernel is compiled single-threaded: the driver spreads a step's items over
         # the threads in one parallel region (a kernel's own region per call would cost microseconds each).
         serial = driver() is not None
+        if serial:
+            start_helper()
 
         def backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
             from torch._inductor.compile_fx import compile_fx

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from optimlab.engines.compiled import runner, start_compiles, warn_once
+from optimlab.engines.launch import bump, grad_pointers
 from optimlab.optimizer import _device_dtype_check_for_fused
 
 __all__ = ["SMALL", "FlatEngine"]
@@ -47,6 +48,12 @@ _IS_SPARSE = operator.attrgetter("is_sparse")
 _DTYPE = operator.attrgetter("dtype")
 _NOT_NONE = functools.partial(operator.is_not, None)
 _DATA_PTR = Tensor.data_ptr
+
+
+try:  # a dict's version tag changes with every change of its contents (CPython's ma_version_tag)
+    from torch._C._dynamo.guards import dict_version as _dict_version
+except ImportError:  # pragma: no cover
+    _dict_version = None
 
 
 def _real_flat(t: Tensor) -> Tensor:
@@ -96,7 +103,8 @@ class _Packed:
             for p, a, b in zip(params, self.offsets, self.offsets[1:]):
                 self.flat[a:b].copy_(p.detach().reshape(-1))
                 p.data = self.flat[a:b].view_as(p)
-        self.ptrs = [p.data_ptr() for p in params]
+        self.ptrs = torch.tensor([p.data_ptr() for p in params], dtype=torch.int64)
+        self.versions: list[int] | None = None  # the state dicts' versions after our last step
         self.real_flat = _real_flat(self.flat)
         self._grad: Tensor | None = None  # the gradients, gathered where no launcher reads them in place
         self.grad_views: list[Tensor | None] = [None] * len(params)
@@ -113,6 +121,7 @@ class _Packed:
         self.views: list[tuple[Any, ...]] = [()] * len(params)  # the values we put in them
         self._flat_views: list[Any] | None = None
         self.layout: list[tuple[str, ...] | None] = [None] * len(params)
+        self._one_layout: tuple[int, bool] | None = None
 
     # ------------------------------------------------------------------ state packing
 
@@ -142,7 +151,8 @@ class _Packed:
         """The flat gradient buffer, made the first time gradients have to be gathered."""
         if self._grad is None:
             self._grad = torch.zeros_like(self.flat)
-            self.grad_views = [self._grad[a:b].view_as(p) for p, a, b in zip(self.params, self.offsets, self.offsets[1:])]
+            bounds = zip(self.params, self.offsets, self.offsets[1:])
+            self.grad_views = [self._grad[a:b].view_as(p) for p, a, b in bounds]
         return self._grad
 
     @property
@@ -172,6 +182,25 @@ class _Packed:
         self.views[i] = tuple(state.values())
         self.layout[i] = tuple(state)
         self._flat_views = None
+
+    def one_layout(self) -> bool:
+        """Whether every parameter's state has the same keys (the usual case), remembered until a state changes."""
+        if self._one_layout is None or self._one_layout[0] != self.generation:
+            self._one_layout = (self.generation, self.layout.count(self.layout[0]) == len(self.layout))
+        return self._one_layout[1]
+
+    def unchanged(self) -> bool:
+        """Whether the state dicts still hold what we left in them: by their version tags (one C-level pass),
+        else by the identity of every value."""
+        if _dict_version is not None and self.versions is not None:
+            return list(map(_dict_version, self.packed_states)) == self.versions
+        return sum(map(len, self.packed_states)) == len(self.flat_views) and all(  # type: ignore[arg-type]
+            map(operator.is_, itertools.chain.from_iterable(map(dict.values, self.packed_states)), self.flat_views)  # type: ignore[arg-type]
+        )
+
+    def remember_versions(self) -> None:
+        if _dict_version is not None and self.complete:
+            self.versions = list(map(_dict_version, self.packed_states))
 
     @property
     def complete(self) -> bool:
@@ -283,25 +312,40 @@ class FlatPlan:
                 self.large.append(p)
         self.packed = [_Packed(ps, scalar_keys) for ps in small.values()]
         self.seen_states: list[dict[str, Any]] = []
-        self.grads: list[Tensor | None] = []  # this step's gradients, fetched by check_grads
+        # This step's gradients, read by check_grads: their addresses (0: none, -1: not readable in place) and the
+        # parameters' (to notice a rebinding); the tensors themselves only where a slower path needs them.
+        self.grad_ptrs = torch.zeros(0, dtype=torch.int64)
+        self.param_ptrs = torch.zeros(0, dtype=torch.int64)
+        self.missing = 0
+        self._grads: list[Tensor | None] | None = None
         self.plain = True  # whether they are all dense and of their parameter's dtype
         dtypes = {p.dtype for p in self.group_params}
         self.dtypes = itertools.repeat(dtypes.pop()) if len(dtypes) == 1 else None
-        self.checked: list[Tensor | None] = []  # gradients that passed every check last step
         self.operands: dict[Tensor, tuple[Tensor, tuple[Any, ...], _Recorder]] = {}  # see _large_operands
         self.tables: dict[tuple[Any, ...], tuple[list[Tensor], Tensor, Tensor]] = {}  # see _large_table
         # where each bucket's parameters sit in group["params"]
         position = {id(p): i for i, p in reversed(list(enumerate(self.group_params)))}
         self.slices = [[position[id(p)] for p in pk.params] for pk in self.packed]
+        self.slice_index = [torch.tensor(where, dtype=torch.int64) for where in self.slices]
         for pk, where in zip(self.packed, self.slices):
             pk.whole = where == list(range(len(self.group_params)))
 
+    @property
+    def grads(self) -> list[Tensor | None]:
+        """This step's gradients (fetched on first use)."""
+        if self._grads is None:
+            self._grads = list(map(_GRAD, self.group_params))
+        return self._grads
+
     def check_grads(self, rule: Any, group: dict[str, Any]) -> None:
-        """Fetch the gradients (once per step, in bulk), raise the algorithm's error for one it cannot take
-        (sparse) before anything changes, and note whether all are dense tensors of the parameters' dtype."""
-        self.grads = grads = list(map(_GRAD, self.group_params))
-        if len(self.checked) == len(grads) and all(map(operator.is_, grads, self.checked)):
-            return  # the very tensors checked last step (accumulated in place, or our own buffers)
+        """Read the gradients' addresses (once per step, in bulk), raise the algorithm's error for one it cannot
+        take (sparse) before anything changes, and note whether all are dense tensors of the parameters' dtype."""
+        self._grads = None
+        self.grad_ptrs, self.param_ptrs, self.missing, unusable = grad_pointers(self.group_params)
+        self.plain = True
+        if not unusable:
+            return  # every gradient is a dense tensor of its parameter's dtype, size and layout
+        grads = self.grads
         present = list(filter(_NOT_NONE, grads))
         self.plain = not any(map(_IS_SPARSE, present))
         if not self.plain:
@@ -330,10 +374,8 @@ class FlatPlan:
                 if p.grad is not None:
                     state[p]
         leftovers = [p for p in params if p in self.fallback] if self.fallback else []
-        grads = self.grads if len(self.grads) == len(self.group_params) else list(map(_GRAD, self.group_params))
-        for pk, where in zip(self.packed, self.slices):
-            pk_grads = grads if pk.whole else [grads[i] for i in where]
-            leftovers.extend(self._run_packed(rule, h, pk, state, steady, pk_grads))
+        for pk, where, index in zip(self.packed, self.slices, self.slice_index):
+            leftovers.extend(self._run_packed(rule, h, pk, state, steady, where, index))
         if self.large:
             leftovers.extend(self._run_large(rule, h, state))
         if leftovers:
@@ -344,7 +386,7 @@ class FlatPlan:
             run_per_tensor(rule, h, leftovers, states)
         if stateful:
             self.seen_states = list(state.values())
-        self.checked = self.grads
+        self._grads = None
         start_compiles()
 
     # ------------------------------------------------------------------ large parameters: in place
@@ -381,8 +423,9 @@ class FlatPlan:
             launcher = getattr(run, "launcher", None)
             if launcher is not None:  # the whole batch, cut in cache-sized items, in one call
                 table, owners = self._large_table(launcher, operands, tables)
-                run.many(table, owners, operands[0][1], [g if g.is_contiguous() else g.contiguous() for _, g, _ in members])
-                torch._C._increment_version([p for p, _, _ in members])
+                grads = [g if g.is_contiguous() else g.contiguous() for _, g, _ in members]
+                run.many(table, owners, operands[0][1], grads)
+                bump([p for p, _, _ in members])
             else:
                 for (p, g, st), (flat_p, seg) in zip(members, operands):
                     run(flat_p, _real_flat(g.contiguous()), seg)
@@ -443,19 +486,26 @@ class FlatPlan:
     # ------------------------------------------------------------------ small parameters: packed
 
     def _run_packed(
-        self, rule: Any, h: Any, pk: _Packed, all_state: Any, steady: bool, grads: list[Tensor | None]
+        self, rule: Any, h: Any, pk: _Packed, all_state: Any, steady: bool, where: list[int], index: Tensor
     ) -> list[Tensor]:
-        # Every check below is one C-level pass over the parameters: at a thousand small tensors, a Python loop
-        # per parameter would cost more than the update itself.
+        # Every check below is one C-level pass (or one tensor op) over the parameters: at a thousand small
+        # tensors, a Python loop per parameter would cost more than the update itself.
         params = pk.params
-        if list(map(_DATA_PTR, params)) != pk.ptrs:
+        grad_ptrs = self.grad_ptrs if pk.whole else self.grad_ptrs[index]
+        param_ptrs = self.param_ptrs if pk.whole else self.param_ptrs[index]
+        if not torch.equal(param_ptrs, pk.ptrs):
             # Something rebound a parameter (p.data = ..., module.to(...)): pack again from the live tensors.
             self._repack(pk, all_state)
             steady = False
-        # the gradients already live in our flat buffer
-        owned = pk._grad is not None and all(map(operator.is_, grads, pk.grad_views))
-        complete = owned or not any(map(operator.is_, grads, itertools.repeat(None)))
+
+        def grads_of() -> list[Tensor | None]:
+            return self.grads if pk.whole else [self.grads[i] for i in where]
+
+        complete = self.missing == 0 or not bool((grad_ptrs == 0).any())
+        # the gradients already live in our flat buffer (adopted by an earlier gathering step)
+        owned = pk._grad is not None and all(map(operator.is_, grads_of(), pk.grad_views))
         if not owned and not self.plain:
+            grads = grads_of()
             present = grads if complete else [g for g in grads if g is not None]
             if any(map(_IS_SPARSE, present)) or any(map(operator.ne, map(_DTYPE, present), itertools.repeat(pk.dtype))):
                 warn_once(
@@ -465,40 +515,37 @@ class FlatPlan:
                 return [p for p, g in zip(params, grads) if g is not None]
 
         stateful = not isinstance(all_state, _Stateless)
-        if stateful and not (
-            steady
-            and complete
-            and pk.complete
-            and sum(map(len, pk.packed_states)) == len(pk.flat_views)
-            and all(map(operator.is_, itertools.chain.from_iterable(map(dict.values, pk.packed_states)), pk.flat_views))
-        ):
-            for i, (p, g) in enumerate(zip(params, grads)):
-                if g is not None:
+        mask = None if complete else (grad_ptrs != 0).tolist()
+        fresh = not (steady and complete and pk.complete and pk.unchanged())
+        if stateful and fresh:
+            for i, p in enumerate(params):
+                if mask is None or mask[i]:
                     st = all_state[p]
                     if len(st) == 0:
                         rule._init_state(self.group, p, st)
                     if not pk.is_packed(i, st):
                         pk.adopt(i, st)
 
-        runs = [(0, len(params))] if complete else _runs([g is not None for g in grads])
+        generation = pk.generation  # changes if a segment creates a state entry (our views, in the dicts)
+        runs = [(0, len(params))] if complete else _runs(mask)  # type: ignore[arg-type]
         for a, b in runs:
-            part = grads[a:b]
+            part = grad_ptrs[a:b]
             # A launcher reads the gradients where they are: no gather, unless one is not laid out like its
             # parameter.
-            in_place = owned or (
-                all(map(Tensor.is_contiguous, part)) and list(map(Tensor.numel, part)) == pk.numels[a:b]  # type: ignore[arg-type]
-            )
+            in_place = owned or not bool((part < 0).any())
             gathered = [owned]
 
             def gather(a: int = a, b: int = b, gathered: list[bool] = gathered) -> None:
                 if not gathered[0]:
-                    self._gather(pk, grads, a, b)
+                    self._gather(pk, grads_of(), a, b)
                     gathered[0] = True
 
             for sa, sb in self._segments(pk, a, b):
-                self._run_segment(rule, h, pk, sa, sb, grads[sa:sb] if in_place else None, gather)
+                self._run_segment(rule, h, pk, sa, sb, grad_ptrs[sa:sb] if in_place and not owned else None, gather)
             # The kernels wrote the flat buffer, whose version counter is not the parameters': tell autograd.
-            torch._C._increment_version(params[a:b])
+            bump(params[a:b])
+        if stateful and (fresh or pk.versions is None or pk.generation != generation):
+            pk.remember_versions()
         return []
 
     def _gather(self, pk: _Packed, grads: list[Tensor | None], a: int, b: int) -> None:
@@ -524,8 +571,8 @@ class FlatPlan:
     def _segments(self, pk: _Packed, a: int, b: int) -> list[tuple[int, int]]:
         """Cut a..b-1 where the state layout or a scalar state entry changes."""
         cuts = {a, b}
-        layouts = pk.layout[a:b]
-        if layouts.count(layouts[0]) != len(layouts):  # the usual case, one layout, costs one C-level pass
+        if not pk.one_layout():
+            layouts = pk.layout[a:b]
             cuts.update(i for i in range(a + 1, b) if layouts[i - a] != layouts[i - a - 1])
         for buf in pk.scalar_state.values():
             part = buf[a:b]
@@ -541,20 +588,20 @@ class FlatPlan:
         pk: _Packed,
         a: int,
         b: int,
-        grads: list[Tensor | None] | None,
+        grad_ptrs: Tensor | None,
         gather: Callable[[], None],
     ) -> None:
-        """Update parameters a..b-1 (equal scalar state): through a launcher, reading ``grads`` in place, where
-        there is one and they are given; else over the gathered flat gradient."""
+        """Update parameters a..b-1 (equal scalar state): through a launcher, reading the gradients in place at
+        ``grad_ptrs``, where there is one and they are given; else over the gathered flat gradient."""
         seg = pk.segment_state(a, b, rep=a)
         hp = rule._scalars(h, seg)
         lo, hi = pk.offsets[a] * pk.factor, pk.offsets[b] * pk.factor
         param = pk.real_flat[lo:hi]
         run = runner(rule._update, hp, (param, param, dict(seg)))
         launcher = getattr(run, "launcher", None)
-        if launcher is not None and grads is not None:
+        if launcher is not None and grad_ptrs is not None:
             table, owners = pk.table(launcher, a, b, [param, None, *seg.values()])
-            run.many(table, owners, seg, grads)  # type: ignore[arg-type]
+            run.many(table, owners, seg, grad_ptrs)
         else:
             gather()
             run(param, pk.real_grad[lo:hi], seg)
