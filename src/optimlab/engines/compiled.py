@@ -16,6 +16,8 @@ every op of the update then runs in one pass over memory instead of one pass per
   The engine guarantees what the guards would check (dtype, 1-D contiguous operands of more than one element)
   and bumps the version counters of what the kernel wrote, as in-place ops do.  Where that cannot be set up, the
   generated module's entry point or the Dynamo-wrapped function is called.
+* Where the launch driver builds (``optimlab.engines.launch``), kernels are compiled single-threaded and a
+  ``Launcher`` runs one over a table of items (tensors, chunks) in one call, the items spread over the threads.
 
 Where no compiler works (no C++ toolchain, an op Inductor cannot lower) the eager path stays; a warning says so
 once.

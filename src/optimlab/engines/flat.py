@@ -6,11 +6,13 @@ tensor.  This engine removes both:
 
 * small parameters (fewer than ``SMALL`` elements: biases, norms, small layers) of one group, device and dtype
   are packed into one flat buffer: each parameter's ``.data`` becomes a view of it, and its state tensors views
-  of flat state buffers of the same layout, so thousands of tensors update in a handful of calls.  Their
-  gradients are gathered with one ``torch.cat`` per step;
-* large parameters stay where they are and are updated one call each, on their own storage;
-* each call runs the algorithm's own ``_update`` compiled into one elementwise kernel
-  (``optimlab.engines.compiled``), or eagerly chunk by chunk where no compiler works.
+  of flat state buffers of the same layout, so thousands of tensors share one set of scalar bookkeeping;
+* large parameters stay where they are and are updated on their own storage;
+* the algorithm's own ``_update`` is compiled into one elementwise kernel (``optimlab.engines.compiled``), and
+  one call of the launch driver (``optimlab.engines.launch``) runs it over every small parameter and every chunk
+  of the large ones, reading the gradients where they are.  Where no launcher exists (no compiler: the eager
+  chunked update; a non-contiguous gradient), the small parameters' gradients are gathered into a flat buffer
+  with one ``torch.cat`` and the update runs over it.
 
 What the user sees stays torch's: ``optimizer.state[p]`` holds per-parameter tensors with the usual keys
 (views), ``state_dict()`` has torch's layout and loads into torch.optim, ``step`` counters are per parameter.
