@@ -124,7 +124,9 @@ def driver() -> Any:
                 try:
                     from torch._inductor.codecache import CppCodeCache
 
-                    fn = CppCodeCache.load(_SOURCE).optimlab_launch
+                    # Called holding the GIL (PyDLL), as Inductor's own kernel bindings are: the rows point at
+                    # gradients the step does not hold references to, which no other thread may drop meanwhile.
+                    fn = ctypes.PyDLL(CppCodeCache.load(_SOURCE)._name).optimlab_launch
                     fn.restype = None
                     fn.argtypes = [ctypes.c_void_p, *[ctypes.c_int64] * 2, *[ctypes.c_void_p] * 2, ctypes.c_int64]
                     fn.argtypes += [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
