@@ -386,7 +386,7 @@ class FlatPlan:
                 if len(st) == 0:
                     rule._init_state(self.group, p, st)
             run_per_tensor(rule, h, leftovers, states)
-        if stateful:
+        if stateful and not (steady and len(state) == len(self.seen_states)):  # else it holds these very dicts
             self.seen_states = list(state.values())
         self._grads = None
         start_compiles()
