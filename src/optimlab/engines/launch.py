@@ -2,11 +2,12 @@
 
 Inductor's kernel for an update is a C function of raw pointers and a length: ``kernel(in_ptr0, ..., out_ptr0, ...,
 ks0)``.  Called once per tensor from Python it costs microseconds a call; on a thousand small tensors that is
-more than the update itself, which is why small parameters used to be packed and their gradients gathered (a
-copy of every gradient, every step).  ``launch`` below is a small C++ driver: it takes a table with one row per
-*item* (a tensor, or a cache-sized chunk of a large one) holding that item's pointers and length, and calls the
-kernel on every row, the rows spread over OpenMP threads.  The kernel is compiled single-threaded for it
-(``SERIAL``): the threads come from the driver, so one parallel region serves a whole step.
+more than the update itself, which is why the engine used to gather the small parameters' gradients into one
+flat buffer (a copy of every gradient, every step) and call the kernel once over it.  The driver below takes
+a table with one row per *item* (a tensor, or a cache-sized chunk of a large one) holding that item's
+pointers and length, and calls the kernel on every row, the rows spread over OpenMP threads.  The kernel is
+compiled single-threaded for it (Inductor's ``cpp.threads=1``): the threads come from the driver, so one
+parallel region serves a whole step.
 
 Gradients are the one operand that is new every step: a row holds its gradient's offset and the driver adds the
 step's gradient pointer, so the table itself is built once and kept while the parameters and state stay put.
@@ -149,8 +150,10 @@ def driver() -> Any:
                     # gradients the step does not hold references to, which no other thread may drop meanwhile.
                     fn = ctypes.PyDLL(CppCodeCache.load(_SOURCE)._name).optimlab_launch
                     fn.restype = None
-                    fn.argtypes = [ctypes.c_void_p, *[ctypes.c_int64] * 2, *[ctypes.c_void_p] * 2, ctypes.c_int64]
-                    fn.argtypes += [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64]
+                    pointer, integer = ctypes.c_void_p, ctypes.c_int64
+                    # fn, nargs, nitems, table, shared, grad_slot, item_set, grad_ptrs, threads, size_slot
+                    fn.argtypes = [pointer, integer, integer, pointer, pointer, integer, pointer, pointer]
+                    fn.argtypes += [integer, integer]
                     _driver.append(fn)
                 except Exception:
                     _driver.append(None)
