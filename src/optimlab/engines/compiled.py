@@ -408,10 +408,10 @@ class Bound:
 
     __slots__ = ("extra", "kernel", "launcher")
 
-    def __init__(self, kernel: Kernel | None, extra: list[Any]) -> None:
+    def __init__(self, kernel: Kernel, extra: list[Any]) -> None:
         self.kernel = kernel
         self.extra = extra
-        self.launcher = kernel.launcher if kernel is not None else None
+        self.launcher = kernel.launcher
 
     def __call__(self, param: Tensor, grad: Tensor, state: dict[str, Tensor]) -> None:
         args = [param, grad, *state.values(), *self.extra]
@@ -421,7 +421,6 @@ class Bound:
             torch._C._increment_version([args[i] for i in self.launcher.mutated])
             return
         kernel = self.kernel
-        assert kernel is not None
         new = kernel.direct(args) if kernel.direct is not None else kernel.wrapped(*args)
         for k, v in new.items():
             if k not in state:

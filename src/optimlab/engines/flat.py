@@ -49,7 +49,6 @@ _GRAD = operator.attrgetter("grad")
 _IS_SPARSE = operator.attrgetter("is_sparse")
 _DTYPE = operator.attrgetter("dtype")
 _NOT_NONE = functools.partial(operator.is_not, None)
-_DATA_PTR = Tensor.data_ptr
 
 
 try:  # a dict's version tag changes with every change of its contents (CPython's ma_version_tag)
@@ -217,6 +216,7 @@ class _Packed:
         return self._flat_views
 
     def owns_grads(self) -> bool:
+        """Whether every parameter's ``.grad`` is a view of our flat gradient buffer (one lazy pass)."""
         return self._grad is not None and all(map(operator.is_, map(_GRAD, self.params), self.grad_views))
 
     def _new_scalar_buffer(self, key: str, like: Tensor) -> Tensor:
@@ -504,8 +504,7 @@ class FlatPlan:
             return self.grads if pk.whole else [self.grads[i] for i in where]
 
         complete = self.missing == 0 or not bool((grad_ptrs == 0).any())
-        # the gradients already live in our flat buffer (adopted by an earlier gathering step)
-        owned = pk._grad is not None and all(map(operator.is_, grads_of(), pk.grad_views))
+        owned = pk.owns_grads()  # the gradients live in our flat buffer (adopted by an earlier gathering step)
         if not owned and not self.plain:
             grads = grads_of()
             present = grads if complete else [g for g in grads if g is not None]

@@ -16,7 +16,6 @@ step's gradient pointer, so the table itself is built once and kept while the pa
 from __future__ import annotations
 
 import ctypes
-import operator
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -201,9 +200,6 @@ def _build_helper() -> None:
         _helper.append((pointers, bump) if ok else None)
     except Exception:
         _helper.append(None)
-
-
-_GRAD = operator.attrgetter("grad")
 
 
 def grad_pointers(params: list[Tensor]) -> tuple[Tensor, Tensor, int, int]:
