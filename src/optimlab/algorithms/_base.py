@@ -231,11 +231,16 @@ class ElementwiseOptimizer(Optimizer):
         for group in self.param_groups:
             if group.get("fused"):
                 # The fused engine reads the gradients itself, in bulk: no per-parameter Python work here.
-                plan = self._flat_engine().prepare(self, group)
-                plan.check_grads(self, group)
+                engine = self._flat_engine()
                 needs_params = group.get("capturable") or group.get("differentiable")
                 params = [p for p in group["params"] if p.grad is not None] if needs_params else []
                 self._check_group(group, params)
+                # A group's steady path checks every gradient in one C++ pass; with one group nothing can
+                # raise after it, so the same pass also counts the update as an in-place change for autograd.
+                plan = None if needs_params else engine.steady_plan(self, group, len(self.param_groups) == 1)
+                if plan is None:
+                    plan = engine.prepare(self, group)
+                    plan.check_grads(self, group)
                 work.append((group, params, plan))
                 continue
             params = [p for p in group["params"] if p.grad is not None]

@@ -208,9 +208,9 @@ def _sign(v: float) -> int:
     return (v > 0) - (v < 0)
 
 
-def signature(h: dict[str, Any], state: dict[str, Tensor]) -> tuple[Any, ...]:
-    """What a kernel is specialised on: the static values and the signs of the numbers of ``h``, which entries
-    are tensors, the state layout.  Numbers' values are not part of it."""
+def hyper_signature(h: dict[str, Any]) -> tuple[Any, ...]:
+    """What a kernel is specialised on in ``h``: its static values, the signs of its numbers, which entries are
+    tensors.  Numbers' values are not part of it."""
     out = []
     for k, v in h.items():
         if _is_static(v):
@@ -219,7 +219,12 @@ def signature(h: dict[str, Any], state: dict[str, Tensor]) -> tuple[Any, ...]:
             out.append((k, "tensor", v.dtype, v.dim(), v.requires_grad))
         else:
             out.append((k, _sign(v)))
-    return tuple(out), tuple((k, v.dim()) for k, v in state.items())
+    return tuple(out)
+
+
+def signature(h: dict[str, Any], state: dict[str, Tensor]) -> tuple[Any, ...]:
+    """What a kernel is specialised on: ``hyper_signature(h)`` and the state layout."""
+    return hyper_signature(h), tuple((k, v.dim()) for k, v in state.items())
 
 
 def _used_keys(update: Update, hyper_type: type, h: dict[str, Any], example: Any) -> set[str]:

@@ -26,6 +26,7 @@ another dtype or layout.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import itertools
 import operator
@@ -35,8 +36,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from optimlab.engines.compiled import runner, start_compiles, warn_once
-from optimlab.engines.launch import bump, grad_pointers
+from optimlab.engines.compiled import Bound, hyper_signature, runner, start_compiles, warn_once
+from optimlab.engines.launch import bump, grad_pointers, steady
 from optimlab.optimizer import _device_dtype_check_for_fused
 
 __all__ = ["SMALL", "FlatEngine"]
@@ -277,6 +278,20 @@ class FlatEngine:
             plan = self.plans[id(group)] = FlatPlan(rule._scalar_state, group)
         return plan
 
+    def steady_plan(self, rule: Any, group: dict[str, Any], do_bump: bool) -> FlatPlan | None:
+        """The plan of ``group`` if its steady path (``_Fast``) holds for this step, having checked the
+        gradients (and bumped the parameters' version counters if ``do_bump``); else None: prepare and check the
+        slow way."""
+        plan = self.plans.get(id(group))
+        if plan is None or plan.fast is None or plan.group is not group:
+            return None
+        if plan.fast.check(rule, group, do_bump):
+            plan.fast_ready = True
+            plan.fast_bumped = do_bump
+            return plan
+        plan.fast = None
+        return None
+
     def zero_grads(self) -> set[int]:
         """Zero, with one call per flat buffer, the gradients that live in our buffers; their ids."""
         done: set[int] = set()
@@ -331,6 +346,10 @@ class FlatPlan:
         self.slice_index = [torch.tensor(where, dtype=torch.int64) for where in self.slices]
         for pk, where in zip(self.packed, self.slices):
             pk.whole = where == list(range(len(self.group_params)))
+        self.fast: _Fast | None = None  # the steady path, once a step showed it applies
+        self.fast_ready = False  # its check passed for this step
+        self.fast_bumped = False
+        self._fast_candidate: tuple[Bound, _Recorder, Any] | None = None  # set by a slow step that could be a fast one
 
     @property
     def grads(self) -> list[Tensor | None]:
@@ -360,6 +379,14 @@ class FlatPlan:
     def run(self, rule: Any, h: Any) -> None:
         from optimlab.engines import run_per_tensor
 
+        if self.fast_ready:
+            self.fast_ready = False
+            assert self.fast is not None
+            if self.fast.run(rule, h, self.fast_bumped):
+                return
+            self.fast = None  # the kernel changed (a static hyperparameter): done the general way; rebuild
+            return
+        self._fast_candidate = None
         params = [p for p in self.group_params if p.grad is not None] if self.fallback or self.large else []
         # Stateless configurations (SGD without momentum) keep no state entries at all, as on the default path.
         stateful = rule._has_state(self.group)
@@ -389,6 +416,18 @@ class FlatPlan:
         if stateful and not (steady and len(state) == len(self.seen_states)):  # else it holds these very dicts
             self.seen_states = list(state.values())
         self._grads = None
+        candidate, self._fast_candidate = self._fast_candidate, None
+        self.fast = None
+        if (
+            candidate is not None
+            and stateful
+            and not leftovers
+            and not self.large
+            and not self.fallback
+            and len(self.packed) == 1
+            and self.packed[0].whole
+        ):
+            self.fast = _Fast.make(self, self.packed[0], rule, *candidate)
         start_compiles()
 
     # ------------------------------------------------------------------ large parameters: in place
@@ -541,8 +580,11 @@ class FlatPlan:
                     self._gather(pk, grads_of(), a, b)
                     gathered[0] = True
 
-            for sa, sb in self._segments(pk, a, b):
-                self._run_segment(rule, h, pk, sa, sb, grad_ptrs[sa:sb] if in_place and not owned else None, gather)
+            segments = self._segments(pk, a, b)
+            for sa, sb in segments:
+                used = self._run_segment(rule, h, pk, sa, sb, grad_ptrs[sa:sb] if in_place else None, gather)
+            if runs == [(0, len(params))] and segments == [(0, len(params))] and used is not None:
+                self._fast_candidate = used
             # The kernels wrote the flat buffer, whose version counter is not the parameters': tell autograd.
             bump(params[a:b])
         if stateful and (fresh or pk.versions is None or pk.generation != generation):
@@ -591,18 +633,35 @@ class FlatPlan:
         b: int,
         grad_ptrs: Tensor | None,
         gather: Callable[[], None],
-    ) -> None:
+    ) -> tuple[Bound, _Recorder, Any] | None:
         """Update parameters a..b-1 (equal scalar state): through a launcher, reading the gradients in place at
-        ``grad_ptrs``, where there is one and they are given; else over the gathered flat gradient."""
+        ``grad_ptrs``, where there is one and they are given; else over the gathered flat gradient.  Returns the
+        bound kernel, the segment's state and scalars if it went through the launcher with nothing created (the makings
+        of a steady path), else None."""
         seg = pk.segment_state(a, b, rep=a)
         hp = rule._scalars(h, seg)
+        return self._apply_segment(rule, pk, a, b, seg, hp, grad_ptrs, gather)
+
+    def _apply_segment(
+        self,
+        rule: Any,
+        pk: _Packed,
+        a: int,
+        b: int,
+        seg: _Recorder,
+        hp: Any,
+        grad_ptrs: Tensor | None,
+        gather: Callable[[], None],
+    ) -> tuple[Bound, _Recorder, Any] | None:
         lo, hi = pk.offsets[a] * pk.factor, pk.offsets[b] * pk.factor
         param = pk.real_flat[lo:hi]
         run = runner(rule._update, hp, (param, param, dict(seg)))
         launcher = getattr(run, "launcher", None)
+        used = None
         if launcher is not None and grad_ptrs is not None:
             table, owners = pk.table(launcher, a, b, [param, None, *seg.values()])
             run.many(table, owners, seg, grad_ptrs)
+            used = (run, seg, hp) if not seg.created and isinstance(run, Bound) else None
         else:
             gather()
             run(param, pk.real_grad[lo:hi], seg)
@@ -622,16 +681,122 @@ class FlatPlan:
         for key, buf in pk.scalar_state.items():
             if b - a > 1 and key in (pk.layout[a] or ()):
                 buf[a + 1 : b].copy_(buf[a].expand(b - a - 1))
+        return used
 
     def _repack(self, pk: _Packed, all_state: Any) -> None:
+        """Pack ``pk``'s parameters again from the live tensors, in place: ``pk`` stays the bucket's object."""
         fresh = _Packed(pk.params, pk.scalar_keys)
+        fresh.whole = pk.whole
+        pk.__dict__.update(fresh.__dict__)
         for i, p in enumerate(pk.params):
             st = all_state.get(p)
             if st:
-                fresh.adopt(i, st)
-        k = self.packed.index(pk)
-        self.packed[k] = fresh
-        pk.__dict__.update(fresh.__dict__)
+                pk.adopt(i, st)
+
+
+class _Fast:
+    """The steady step of a group whose parameters are all packed in one bucket (a model of many small tensors):
+    what a step of the general path works out again every time, kept.
+
+    The general path's per-step checks and set-up cost ~1 ms of Python on 1000 small tensors, about as much as the
+    update itself.  Here one C++ pass (``launch.steady``) checks what they check — the same parameter objects,
+    unmoved, each with a gradient the kernel can read in place, each state dict unchanged (its version tag) — and
+    writes the gradients' addresses; the optimizer's state mapping, the buckets and the scalar-state buffers are
+    checked in O(1) (a dict version tag, a generation, tensor version counters).  The step is then the
+    algorithm's ``_scalars`` on the kept segment state, the kernel's numbers written into a kept buffer, and one
+    driver call over a kept table.  Anything else (a new parameter, a replaced state entry, a gradient missing or
+    not readable in place, a rebinding, ``load_state_dict``) fails the check, and that step takes the general
+    path, which builds the steady path again when it applies."""
+
+    def __init__(self, plan: FlatPlan, pk: _Packed, rule: Any, seg: _Recorder) -> None:
+        self.plan = plan
+        self.pk = pk
+        self.seg = seg
+        self.state_map = rule.state
+        self.generation = pk.generation
+        self.versions = torch.tensor(pk.versions, dtype=torch.int64)
+        self.grad_ptrs = torch.zeros(len(pk.params), dtype=torch.int64)
+        self.entries: dict[tuple[Any, ...], tuple[Callable[[], None], Any, list[str]] | None] = {}
+        self.scalar_keys = [k for k in pk.scalar_state if k in (pk.layout[0] or ())]
+        self.remember(rule)
+
+    @classmethod
+    def make(cls, plan: FlatPlan, pk: _Packed, rule: Any, run: Bound, seg: _Recorder, hp: Any) -> _Fast | None:
+        """The steady path of ``plan`` from the step just run (``run``, ``seg``, ``hp``: its kernel, segment state
+        and scalars), or None where it does not apply."""
+        if _dict_version is None or pk.versions is None or not pk.complete or not pk.one_layout():
+            return None
+        if run.kernel.tensors or len(pk.params) < 2:
+            return None
+        fast = cls(plan, pk, rule, seg)
+        entry = fast.entries[hyper_signature(hp)] = fast.add(run, seg)
+        return fast if entry is not None else None
+
+    def remember(self, rule: Any) -> None:
+        """Note what the step left: the state mapping's version, the scalar buffers' version counters."""
+        self.state_version = _dict_version(rule.state)
+        self.scalar_versions = [(buf, buf._version) for buf in self.pk.scalar_state.values()]
+
+    def add(self, run: Bound, seg: _Recorder) -> tuple[Callable[[], None], Any, list[str]] | None:
+        """Keep the driver call of ``run``'s kernel over the whole bucket, its numbers in a buffer of ours."""
+        kernel = run.kernel
+        launcher = run.launcher
+        if launcher is None or kernel.tensors:
+            return None
+        pk = self.pk
+        numbers = torch.zeros(max(len(kernel.numbers), 1), dtype=torch.float64)
+        param = pk.real_flat
+        table, owners = pk.table(launcher, 0, len(pk.params), [param, None, *seg.values()])
+        shared = launcher.shared([None, None, *seg.values(), numbers])
+        values = (ctypes.c_double * numbers.numel()).from_address(numbers.data_ptr())
+        entry = (launcher.prepared(table, owners, shared, self.grad_ptrs), (numbers, values), kernel.numbers)
+        return entry
+
+    def check(self, rule: Any, group: dict[str, Any], do_bump: bool) -> bool:
+        pk = self.pk
+        if (
+            rule.state is not self.state_map
+            or _dict_version(self.state_map) != self.state_version
+            or pk.generation != self.generation
+            or not all(buf._version == v for buf, v in self.scalar_versions)
+        ):
+            return False
+        code = steady(group["params"], pk.params, pk.packed_states, self.versions, pk.ptrs, self.grad_ptrs, do_bump)
+        return code == 0
+
+    def run(self, rule: Any, h: Any, bumped: bool) -> bool:
+        """The step (after a passing ``check``); False if it had to take the general path for the update (a
+        static hyperparameter changed the kernel), which it then did."""
+        pk, seg = self.pk, self.seg
+        hp = rule._scalars(h, seg)
+        sig = hyper_signature(hp)
+        entry = self.entries.get(sig)
+        if entry is None and sig not in self.entries:
+            bound = runner(rule._update, hp, (pk.real_flat, pk.real_flat, dict(seg)))
+            entry = self.entries[sig] = self.add(bound, seg) if isinstance(bound, Bound) else None
+            if entry is None:
+                del self.entries[sig]
+                plan, n = self.plan, len(pk.params)
+                plan._grads = None
+                plan._apply_segment(rule, pk, 0, n, seg, hp, self.grad_ptrs, lambda: plan._gather(pk, plan.grads, 0, n))
+                if not bumped:
+                    bump(pk.params)
+                plan._grads = None
+                start_compiles()
+                return False
+        call, (_, values), keys = entry  # type: ignore[misc]
+        values[:] = [float(hp[k]) for k in keys] or [0.0]
+        call()
+        if not bumped:
+            bump(pk.params)
+        if rule._finish is not None:
+            rule._finish(hp, seg)
+        n = len(pk.params)
+        for key in self.scalar_keys:
+            buf = pk.scalar_state[key]
+            buf[1:].copy_(buf[0].expand(n - 1))
+        self.remember(rule)
+        return True
 
 
 def _unflat(t: Tensor, like: Tensor) -> Tensor:

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["CHUNK_ITEMS", "Launcher", "bump", "driver", "grad_pointers", "start_helper", "wait_for_helper"]
+__all__ = ["CHUNK_ITEMS", "Launcher", "bump", "driver", "grad_pointers", "start_helper", "steady", "wait_for_helper"]
 
 #: elements per item when a large tensor is cut into rows: large enough that a row's call costs nothing next to
 #: its work, small enough that two threads share the step evenly.
@@ -118,6 +118,48 @@ extern "C" PyObject* optimlab_grad_pointers(PyObject* params, int64_t* grad_ptrs
     return Py_BuildValue("(ll)", missing, unusable);
 }
 
+// The steady-state check of a packed group's step, in one pass over its parameters: the group still lists the
+// same parameter objects (expected), each still has its data where it had (param_ptrs) and a gradient the kernel
+// can read in place, and each state dict is unchanged since the last step (its version tag).  Returns 0 when all
+// of that holds, having written the gradients' addresses to grad_ptrs and, if do_bump, bumped the parameters'
+// version counters; else the first reason it does not (and bumps nothing): 1 other parameters, 2 a state dict
+// changed, 3 a parameter moved, 4 a gradient missing, 5 one not readable in place, -1 not on this Python.
+// The loads of one parameter depend on each other (list item, tensor, gradient, storage); the next parameters'
+// objects are prefetched while this one's chain is followed.
+extern "C" int64_t optimlab_steady(PyObject* params, PyObject* expected, PyObject* dicts, const uint64_t* versions,
+                                   const int64_t* param_ptrs, int64_t* grad_ptrs, int64_t do_bump) {
+#if PY_VERSION_HEX >= 0x030C0000
+    return -1;  // ma_version_tag is only read on 3.11 (deprecated in 3.12, gone later)
+#else
+    if (!PyList_Check(params) || !PyList_Check(expected) || !PyList_Check(dicts)) return 1;
+    Py_ssize_t n = PyList_GET_SIZE(expected);
+    if (PyList_GET_SIZE(params) != n || PyList_GET_SIZE(dicts) != n) return 1;
+    PyObject** items = &PyList_GET_ITEM(params, 0);
+    PyObject** want = &PyList_GET_ITEM(expected, 0);
+    PyObject** ds = &PyList_GET_ITEM(dicts, 0);
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        if (i + 4 < n) {
+            __builtin_prefetch(ds[i + 4]);
+            __builtin_prefetch(reinterpret_cast<THPVariable*>(items[i + 4])->cdata.unsafeGetTensorImpl());
+        }
+        PyObject* obj = items[i];
+        if (obj != want[i]) return 1;
+        if (reinterpret_cast<PyDictObject*>(ds[i])->ma_version_tag != versions[i]) return 2;
+        const at::Tensor& p = THPVariable_Unpack(obj);
+        if (reinterpret_cast<int64_t>(p.data_ptr()) != param_ptrs[i]) return 3;
+        const at::Tensor& g = p.grad();
+        if (!g.defined()) return 4;
+        if (g.layout() != c10::kStrided || g.scalar_type() != p.scalar_type() || g.device() != p.device()
+            || g.numel() != p.numel() || !g.is_contiguous() || g.is_neg() || g.is_conj())
+            return 5;
+        grad_ptrs[i] = reinterpret_cast<int64_t>(g.data_ptr());
+    }
+    if (do_bump)
+        for (Py_ssize_t i = 0; i < n; ++i) torch::autograd::impl::bump_version(THPVariable_Unpack(items[i]));
+    return 0;
+#endif
+}
+
 // Count the kernels' writes as in-place changes of these parameters, for autograd (as in-place ops do).
 extern "C" PyObject* optimlab_bump(PyObject* params) {
     Py_ssize_t n = PyList_GET_SIZE(params);
@@ -186,6 +228,9 @@ def _build_helper() -> None:
         pointers.restype = bump.restype = ctypes.py_object
         pointers.argtypes = [ctypes.py_object, ctypes.c_void_p, ctypes.c_void_p]
         bump.argtypes = [ctypes.py_object]
+        check = library.optimlab_steady
+        check.restype = ctypes.c_int64
+        check.argtypes = [ctypes.py_object] * 3 + [ctypes.c_void_p] * 3 + [ctypes.c_int64]
         probe = [torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))]
         probe[0].grad = torch.ones(3)
         g, p = torch.empty(2, dtype=torch.int64), torch.empty(2, dtype=torch.int64)
@@ -197,9 +242,59 @@ def _build_helper() -> None:
             and p.tolist() == [q.data_ptr() for q in probe]
             and probe[1]._version == 1
         )
-        _helper.append((pointers, bump) if ok else None)
+        _helper.append((pointers, bump, check if ok and _probe_steady(check) else None) if ok else None)
     except Exception:
         _helper.append(None)
+
+
+def _probe_steady(check: Any) -> bool:
+    """Whether ``optimlab_steady`` reads this Python's dict version tags as ``dict_version`` does, and answers
+    as documented."""
+    try:
+        from torch._C._dynamo.guards import dict_version
+    except ImportError:
+        return False
+    params = [torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))]
+    for p in params:
+        p.grad = torch.ones_like(p)
+    dicts: list[dict[str, Any]] = [{"a": 1}, {}]
+    versions = torch.tensor([dict_version(d) for d in dicts], dtype=torch.int64)
+    param_ptrs = torch.tensor([p.data_ptr() for p in params], dtype=torch.int64)
+    grad_ptrs = torch.zeros(2, dtype=torch.int64)
+
+    def run(do_bump: int = 1) -> int:
+        return check(
+            params, list(params), dicts, versions.data_ptr(), param_ptrs.data_ptr(), grad_ptrs.data_ptr(), do_bump
+        )
+
+    if run() != 0 or grad_ptrs.tolist() != [p.grad.data_ptr() for p in params] or params[1]._version != 1:
+        return False
+    dicts[1]["b"] = 2
+    changed = run()
+    dicts[1].clear()
+    versions[1] = dict_version(dicts[1])
+    params[0].grad = params[0].grad.expand(2, 3)[0]
+    params[1].grad = None
+    return changed == 2 and run() == 4 and params[1]._version == 1
+
+
+def steady(
+    params: list[Tensor],
+    expected: list[Tensor],
+    dicts: list[dict[str, Any]],
+    versions: Tensor,
+    param_ptrs: Tensor,
+    grad_ptrs: Tensor,
+    do_bump: bool,
+) -> int:
+    """The steady-state check of a packed group's step (see ``optimlab_steady`` in ``_HELPER_SOURCE``): 0 when
+    ``params`` are ``expected``, unmoved, with gradients readable in place (their addresses then written to
+    ``grad_ptrs``) and ``dicts`` at ``versions``; nonzero otherwise, and always where the helper is not built."""
+    if not _helper or _helper[0] is None or _helper[0][2] is None:
+        return -2
+    return _helper[0][2](
+        params, expected, dicts, versions.data_ptr(), param_ptrs.data_ptr(), grad_ptrs.data_ptr(), int(do_bump)
+    )
 
 
 def grad_pointers(params: list[Tensor]) -> tuple[Tensor, Tensor, int, int]:
@@ -301,6 +396,20 @@ class Launcher:
         for k, j in self.shared_roles:
             values[k] = operands[j].data_ptr()
         return torch.tensor(values, dtype=torch.int64)
+
+    def prepared(self, table: Tensor, item_set: Tensor, shared: Tensor, grad_ptrs: Tensor) -> Callable[[], None]:
+        """A call of the driver on these buffers (kept alive with it), for a table that is run step after step:
+        the caller rewrites ``grad_ptrs`` and whatever ``shared`` points to in place between calls."""
+        fn = _driver[0]
+        args = (self.address, self.nargs, table.shape[0], table.data_ptr(), shared.data_ptr(), self.grad_slot)
+        rest = (item_set.data_ptr(), grad_ptrs.data_ptr())
+        size_slot = self.size_slots[0] if self.size_slots else -1
+        get_num_threads = torch.get_num_threads
+
+        def call(_keep: Any = (table, item_set, shared, grad_ptrs)) -> None:
+            fn(*args, *rest, get_num_threads(), size_slot)
+
+        return call
 
     def __call__(self, table: Tensor, item_set: Tensor, shared: Tensor, grads: Sequence[Tensor] | Tensor) -> None:
         """Run the kernel on every row of ``table``; ``grads[s]`` is the gradient of operand set ``s`` (contiguous,
