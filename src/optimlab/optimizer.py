@@ -93,10 +93,51 @@ def _global_post_hooks() -> Iterable[OptimizerPostHook]:
 
 
 def _get_value(x: Any) -> Any:
-    """A Python number from a 0-dim tensor (outside compilation); anything else unchanged."""
+    """A Python number from a 0-dim tensor (outside compilation) or a ``ScalarSlot``; anything else unchanged."""
+    if type(x) is ScalarSlot:
+        return x.item()
     if not torch.jit.is_scripting() and torch.compiler.is_compiling():
         return x
     return x.item() if isinstance(x, torch.Tensor) else x
+
+
+class ScalarSlot:
+    """A 0-dim scalar-state entry (``step``, NAdam's ``mu_product``...) as the fused engine's steady path hands
+    it to an algorithm's ``_scalars``/``_finish``: its value lives in the engine's flat scalar buffer and is read
+    and written as raw memory.  Right after a step has streamed the caches away, one torch op on a 0-dim tensor
+    costs ~100 µs (the dispatcher's code is out of the cache too); this costs about a microsecond.
+
+    It does what those methods do to such a tensor outside capturable mode — ``+=``, ``*=``, ``item()``,
+    ``copy_()``, ``_get_value()`` — rounding like the tensor: operands are cast to the buffer's dtype first and
+    every result is stored in it.  The engine uses it only after checking, on copies, that it gives bitwise the
+    tensors' results for the algorithm at hand."""
+
+    __slots__ = ("_cast", "_cell")
+
+    def __init__(self, cell: Any, cast: Callable[[float], float]) -> None:
+        self._cell = cell  # a ctypes c_float/c_double at the entry's address
+        self._cast = cast  # rounds a Python float to the buffer's dtype
+
+    def item(self) -> float:
+        return self._cell.value
+
+    def __float__(self) -> float:
+        return self._cell.value
+
+    def __iadd__(self, other: Any) -> ScalarSlot:
+        self._cell.value = self._cell.value + self._cast(float(other))
+        return self
+
+    def __imul__(self, other: Any) -> ScalarSlot:
+        self._cell.value = self._cell.value * self._cast(float(other))
+        return self
+
+    def copy_(self, src: Any) -> ScalarSlot:
+        self._cell.value = float(src)
+        return self
+
+    def __repr__(self) -> str:
+        return f"ScalarSlot({self._cell.value!r})"
 
 
 def _to_scalar(x: Any) -> Any:

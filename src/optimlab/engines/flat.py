@@ -37,8 +37,8 @@ import torch
 from torch import Tensor
 
 from optimlab.engines.compiled import Bound, hyper_signature, runner, start_compiles, warn_once
-from optimlab.engines.launch import bump, grad_pointers, steady
-from optimlab.optimizer import _device_dtype_check_for_fused
+from optimlab.engines.launch import broadcaster, bump, grad_pointers, steady
+from optimlab.optimizer import ScalarSlot, _device_dtype_check_for_fused
 
 __all__ = ["SMALL", "FlatEngine"]
 
@@ -427,7 +427,7 @@ class FlatPlan:
             and len(self.packed) == 1
             and self.packed[0].whole
         ):
-            self.fast = _Fast.make(self, self.packed[0], rule, *candidate)
+            self.fast = _Fast.make(self, self.packed[0], rule, h, *candidate)
         start_compiles()
 
     # ------------------------------------------------------------------ large parameters: in place
@@ -694,6 +694,16 @@ class FlatPlan:
                 pk.adopt(i, st)
 
 
+_CELLS = {torch.float32: ctypes.c_float, torch.float64: ctypes.c_double}
+
+
+def _same_number(a: Any, b: Any) -> bool:
+    """Equal values of the same type (numbers bitwise, NaN equal to NaN), and no tensors."""
+    if type(a) is not type(b) or isinstance(a, Tensor):
+        return False
+    return a == b or (isinstance(a, float) and a != a and b != b)
+
+
 class _Fast:
     """The steady step of a group whose parameters are all packed in one bucket (a model of many small tensors):
     what a step of the general path works out again every time, kept.
@@ -704,11 +714,16 @@ class _Fast:
     writes the gradients' addresses; the optimizer's state mapping, the buckets and the scalar-state buffers are
     checked in O(1) (a dict version tag, a generation, tensor version counters).  The step is then the
     algorithm's ``_scalars`` on the kept segment state, the kernel's numbers written into a kept buffer, and one
-    driver call over a kept table.  Anything else (a new parameter, a replaced state entry, a gradient missing or
-    not readable in place, a rebinding, ``load_state_dict``) fails the check, and that step takes the general
-    path, which builds the steady path again when it applies."""
+    driver call over a kept table.  The scalar state (``step``...) is handed to ``_scalars`` as ``ScalarSlot``s
+    over the flat scalar buffers and copied to every parameter's entry as raw memory: right after a step, each
+    torch op on a 0-dim tensor costs ~100 µs, and these were three to five of them.
 
-    def __init__(self, plan: FlatPlan, pk: _Packed, rule: Any, seg: _Recorder) -> None:
+    Anything else (a new parameter, a replaced state entry, a gradient missing or not readable in place, a
+    rebinding, ``load_state_dict``) fails the check, and that step takes the general path, which builds the
+    steady path again when it applies.  Parameters whose scalar state differs (one skipped a step) are segments
+    of their own on the general path, and keep it."""
+
+    def __init__(self, plan: FlatPlan, pk: _Packed, rule: Any, h: Any, seg: _Recorder) -> None:
         self.plan = plan
         self.pk = pk
         self.seg = seg
@@ -718,17 +733,48 @@ class _Fast:
         self.grad_ptrs = torch.zeros(len(pk.params), dtype=torch.int64)
         self.entries: dict[tuple[Any, ...], tuple[Callable[[], None], Any, list[str]] | None] = {}
         self.scalar_keys = [k for k in pk.scalar_state if k in (pk.layout[0] or ())]
+        self.spreads = [broadcaster(pk.scalar_state[k]) for k in self.scalar_keys]
+        self.slot_seg = self._slots(rule, h) if self.scalar_keys else None
         self.remember(rule)
 
+    def _slots(self, rule: Any, h: Any) -> _Recorder | None:
+        """The segment state with ``ScalarSlot``s over the rep's scalar entries, if running ``_scalars`` and
+        ``_finish`` on slots gives bitwise the tensors' results for this algorithm and configuration (checked
+        over a few steps on copies); else None (tensors it is)."""
+        seg, keys = self.seg, self.scalar_keys
+        if any(seg[k].dtype not in _CELLS for k in keys):
+            return None
+
+        def slot(t: Tensor) -> ScalarSlot:
+            cell_type = _CELLS[t.dtype]
+            return ScalarSlot(cell_type.from_address(t.data_ptr()), lambda x, c=cell_type: c(x).value)
+
+        scratch = {k: seg[k].detach().clone().reshape(1) for k in keys}
+        as_tensors = _Recorder({k: (seg[k].detach().clone() if k in keys else v) for k, v in seg.items()})
+        as_slots = _Recorder({k: (slot(scratch[k]) if k in keys else v) for k, v in seg.items()})
+        try:
+            for _ in range(3):
+                hp_t, hp_s = rule._scalars(h, as_tensors), rule._scalars(h, as_slots)
+                if rule._finish is not None:
+                    rule._finish(hp_t, as_tensors)
+                    rule._finish(hp_s, as_slots)
+                if list(hp_t) != list(hp_s) or not all(map(_same_number, hp_t.values(), hp_s.values())):
+                    return None
+                if not all(torch.equal(as_tensors[k].reshape(1), scratch[k]) for k in keys):
+                    return None
+        except Exception:
+            return None
+        return _Recorder({k: (slot(v) if k in keys else v) for k, v in seg.items()})  # the rep's entries
+
     @classmethod
-    def make(cls, plan: FlatPlan, pk: _Packed, rule: Any, run: Bound, seg: _Recorder, hp: Any) -> _Fast | None:
+    def make(cls, plan: FlatPlan, pk: _Packed, rule: Any, h: Any, run: Bound, seg: _Recorder, hp: Any) -> _Fast | None:
         """The steady path of ``plan`` from the step just run (``run``, ``seg``, ``hp``: its kernel, segment state
         and scalars), or None where it does not apply."""
         if _dict_version is None or pk.versions is None or not pk.complete or not pk.one_layout():
             return None
         if run.kernel.tensors or len(pk.params) < 2:
             return None
-        fast = cls(plan, pk, rule, seg)
+        fast = cls(plan, pk, rule, h, seg)
         entry = fast.entries[hyper_signature(hp)] = fast.add(run, seg)
         return fast if entry is not None else None
 
@@ -768,7 +814,8 @@ class _Fast:
         """The step (after a passing ``check``); False if it had to take the general path for the update (a
         static hyperparameter changed the kernel), which it then did."""
         pk, seg = self.pk, self.seg
-        hp = rule._scalars(h, seg)
+        slots = self.slot_seg
+        hp = rule._scalars(h, seg if slots is None else slots)
         sig = hyper_signature(hp)
         entry = self.entries.get(sig)
         if entry is None and sig not in self.entries:
@@ -790,12 +837,11 @@ class _Fast:
         if not bumped:
             bump(pk.params)
         if rule._finish is not None:
-            rule._finish(hp, seg)
-        n = len(pk.params)
-        for key in self.scalar_keys:
-            buf = pk.scalar_state[key]
-            buf[1:].copy_(buf[0].expand(n - 1))
-        self.remember(rule)
+            rule._finish(hp, seg if slots is None else slots)
+        for spread in self.spreads:  # every member advanced alike
+            spread()
+        if slots is None:  # the tensor ops moved the buffers' version counters
+            self.remember(rule)
         return True
 
 

@@ -23,7 +23,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["CHUNK_ITEMS", "Launcher", "bump", "driver", "grad_pointers", "start_helper", "steady", "wait_for_helper"]
+__all__ = [
+    "CHUNK_ITEMS",
+    "Launcher",
+    "broadcaster",
+    "bump",
+    "driver",
+    "grad_pointers",
+    "start_helper",
+    "steady",
+    "wait_for_helper",
+]
 
 #: elements per item when a large tensor is cut into rows: large enough that a row's call costs nothing next to
 #: its work, small enough that two threads share the step evenly.
@@ -39,8 +49,14 @@ _CASES = "\n".join(
 )
 _SOURCE = r"""
 #include <cstdint>
+#include <cstring>
 #include <omp.h>
 typedef int64_t I;
+
+// Copy a buffer's first element over the rest (the steady path's per-parameter scalar state, advanced once).
+extern "C" void optimlab_broadcast(char* buf, I n, I elsize) {
+    for (I i = 1; i < n; ++i) memcpy(buf + i * elsize, buf, elsize);
+}
 
 // Call fn on every row of table (nitems x nargs).  An argument is the row's entry plus shared[k]; the gradient
 // argument (grad_slot) also gets the pointer of its item's gradient, grad_ptrs[item_set[i]].  Each thread takes
@@ -89,6 +105,7 @@ extern "C" void optimlab_launch(void* fn, I nargs, I nitems, const I* table, con
 # as much as a step's whole update on 1000 x 1024 parameters; this does all of it in ~30 µs.
 _HELPER_SOURCE = r"""
 #include <Python.h>
+#include <vector>
 #include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/autograd/variable.h>
 
@@ -118,44 +135,72 @@ extern "C" PyObject* optimlab_grad_pointers(PyObject* params, int64_t* grad_ptrs
     return Py_BuildValue("(ll)", missing, unusable);
 }
 
-// The steady-state check of a packed group's step, in one pass over its parameters: the group still lists the
+// The steady-state check of a packed group's step, in one call over its parameters: the group still lists the
 // same parameter objects (expected), each still has its data where it had (param_ptrs) and a gradient the kernel
 // can read in place, and each state dict is unchanged since the last step (its version tag).  Returns 0 when all
 // of that holds, having written the gradients' addresses to grad_ptrs and, if do_bump, bumped the parameters'
 // version counters; else the first reason it does not (and bumps nothing): 1 other parameters, 2 a state dict
 // changed, 3 a parameter moved, 4 a gradient missing, 5 one not readable in place, -1 not on this Python.
-// The loads of one parameter depend on each other (list item, tensor, gradient, storage); the next parameters'
-// objects are prefetched while this one's chain is followed.
+//
+// Right after a step every object here is out of the cache, and each parameter is a chain of dependent loads
+// (Python object, tensor, its storage and autograd meta, the gradient, its storage).  So the work goes link by
+// link, one pass over all parameters per link, prefetching ahead: the loads of one pass are independent and the
+// memory system serves many at once, instead of one chain at a time.
 extern "C" int64_t optimlab_steady(PyObject* params, PyObject* expected, PyObject* dicts, const uint64_t* versions,
                                    const int64_t* param_ptrs, int64_t* grad_ptrs, int64_t do_bump) {
 #if PY_VERSION_HEX >= 0x030C0000
     return -1;  // ma_version_tag is only read on 3.11 (deprecated in 3.12, gone later)
 #else
     if (!PyList_Check(params) || !PyList_Check(expected) || !PyList_Check(dicts)) return 1;
-    Py_ssize_t n = PyList_GET_SIZE(expected);
+    const Py_ssize_t n = PyList_GET_SIZE(expected);
     if (PyList_GET_SIZE(params) != n || PyList_GET_SIZE(dicts) != n) return 1;
     PyObject** items = &PyList_GET_ITEM(params, 0);
     PyObject** want = &PyList_GET_ITEM(expected, 0);
     PyObject** ds = &PyList_GET_ITEM(dicts, 0);
+    constexpr Py_ssize_t D = 8;  // prefetch distance
+    thread_local std::vector<c10::TensorImpl*> impl_buf, grad_buf;
+    impl_buf.resize(n);
+    grad_buf.resize(n);
+    c10::TensorImpl** impls = impl_buf.data();  // not through the thread_local on every access
+    c10::TensorImpl** grads = grad_buf.data();
     for (Py_ssize_t i = 0; i < n; ++i) {
-        if (i + 4 < n) {
-            __builtin_prefetch(ds[i + 4]);
-            __builtin_prefetch(reinterpret_cast<THPVariable*>(items[i + 4])->cdata.unsafeGetTensorImpl());
+        if (i + D < n) {
+            __builtin_prefetch(items[i + D]);
+            __builtin_prefetch(ds[i + D]);
         }
-        PyObject* obj = items[i];
-        if (obj != want[i]) return 1;
-        if (reinterpret_cast<PyDictObject*>(ds[i])->ma_version_tag != versions[i]) return 2;
-        const at::Tensor& p = THPVariable_Unpack(obj);
-        if (reinterpret_cast<int64_t>(p.data_ptr()) != param_ptrs[i]) return 3;
-        const at::Tensor& g = p.grad();
-        if (!g.defined()) return 4;
-        if (g.layout() != c10::kStrided || g.scalar_type() != p.scalar_type() || g.device() != p.device()
-            || g.numel() != p.numel() || !g.is_contiguous() || g.is_neg() || g.is_conj())
-            return 5;
-        grad_ptrs[i] = reinterpret_cast<int64_t>(g.data_ptr());
+        if (items[i] != want[i]) return 1;
+        impls[i] = THPVariable_Unpack(items[i]).unsafeGetTensorImpl();
     }
+    for (Py_ssize_t i = 0; i < D && i < n; ++i) __builtin_prefetch(impls[i]);
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        if (i + D < n) __builtin_prefetch(impls[i + D]);
+        if (reinterpret_cast<PyDictObject*>(ds[i])->ma_version_tag != versions[i]) return 2;
+        c10::AutogradMetaInterface* meta = impls[i]->autograd_meta();
+        if (meta == nullptr) return 4;
+        if (!impls[i]->has_storage()) return 3;
+        __builtin_prefetch(meta);
+        __builtin_prefetch(impls[i]->storage().unsafeGetStorageImpl());
+    }
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        c10::TensorImpl* p = impls[i];
+        if (reinterpret_cast<int64_t>(p->data()) != param_ptrs[i]) return 3;
+        const at::Tensor& g = p->autograd_meta()->grad();
+        if (!g.defined()) return 4;
+        grads[i] = g.unsafeGetTensorImpl();
+        __builtin_prefetch(grads[i]);
+    }
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        if (i + D < n && grads[i + D]->has_storage())
+            __builtin_prefetch(grads[i + D]->storage().unsafeGetStorageImpl());
+        c10::TensorImpl* g = grads[i];
+        c10::TensorImpl* p = impls[i];
+        if (!g->has_storage() || g->layout() != c10::kStrided || g->dtype() != p->dtype() || g->device() != p->device()
+            || g->numel() != p->numel() || !g->is_contiguous() || g->is_neg() || g->is_conj())
+            return 5;
+    }
+    for (Py_ssize_t i = 0; i < n; ++i) grad_ptrs[i] = reinterpret_cast<int64_t>(grads[i]->data());
     if (do_bump)
-        for (Py_ssize_t i = 0; i < n; ++i) torch::autograd::impl::bump_version(THPVariable_Unpack(items[i]));
+        for (Py_ssize_t i = 0; i < n; ++i) impls[i]->bump_version();
     return 0;
 #endif
 }
@@ -174,6 +219,7 @@ extern "C" PyObject* optimlab_bump(PyObject* params) {
 
 _lock = threading.Lock()
 _driver: list[Any] = []  # [the loaded function] once built, [None] if building failed
+_broadcast: list[Any] = []  # [optimlab_broadcast] once the driver is built
 _helper: list[Any] = []  # [(grad_pointers, bump)] once built, [None] if building failed
 _helper_thread: list[threading.Thread] = []
 
@@ -189,16 +235,39 @@ def driver() -> Any:
 
                     # Called holding the GIL (PyDLL), as Inductor's own kernel bindings are: the rows point at
                     # gradients the step does not hold references to, which no other thread may drop meanwhile.
-                    fn = ctypes.PyDLL(CppCodeCache.load(_SOURCE)._name).optimlab_launch
+                    library = ctypes.PyDLL(CppCodeCache.load(_SOURCE)._name)
+                    fn = library.optimlab_launch
                     fn.restype = None
                     pointer, integer = ctypes.c_void_p, ctypes.c_int64
                     # fn, nargs, nitems, table, shared, grad_slot, item_set, grad_ptrs, threads, size_slot
                     fn.argtypes = [pointer, integer, integer, pointer, pointer, integer, pointer, pointer]
                     fn.argtypes += [integer, integer]
+                    spread = library.optimlab_broadcast
+                    spread.restype = None
+                    spread.argtypes = [pointer, integer, integer]
+                    _broadcast.append(spread)
                     _driver.append(fn)
                 except Exception:
                     _driver.append(None)
     return _driver[0]
+
+
+def broadcaster(buf: Tensor) -> Callable[[], None]:
+    """A call copying ``buf``'s first element over the rest of it (1-D, contiguous), as raw memory: no torch op,
+    so ``buf``'s version counter does not move."""
+    assert buf.dim() == 1 and buf.is_contiguous()
+    if driver() is None:
+
+        def copy(_rest: Tensor = buf[1:], _first: Tensor = buf[:1]) -> None:
+            _rest.copy_(_first.expand_as(_rest))
+
+        return copy
+    spread, args = _broadcast[0], (buf.data_ptr(), buf.numel(), buf.element_size())
+
+    def call(_keep: Tensor = buf) -> None:
+        spread(*args)
+
+    return call
 
 
 def start_helper() -> None:
