@@ -25,6 +25,7 @@ import torch.optim.optimizer as _torch_optimizer_module
 from torch.utils.hooks import RemovableHandle
 
 _profiler_enabled = torch._C._autograd._profiler_enabled
+_set_grad_enabled = torch._C._set_grad_enabled  # the function, not the context-manager class around it
 
 __all__ = [
     "Optimizer",
@@ -205,10 +206,10 @@ def _use_grad_for_differentiable(func: Callable[..., R]) -> Callable[..., R]:
     def _use_grad(self: Optimizer, *args: Any, **kwargs: Any) -> R:
         prev_grad = torch.is_grad_enabled()
         try:
-            torch.set_grad_enabled(self.defaults["differentiable"])
+            _set_grad_enabled(self.defaults["differentiable"])
             return func(self, *args, **kwargs)
         finally:
-            torch.set_grad_enabled(prev_grad)
+            _set_grad_enabled(prev_grad)
 
     return _use_grad
 
@@ -252,7 +253,14 @@ def _hook_step(func: Callable[..., R]) -> Callable[..., R]:
             if _profiler_enabled()
             else contextlib.nullcontext()
         ):
-            for pre_hook in chain(_global_pre_hooks(), self._optimizer_step_pre_hooks.values()):
+            pre_hooks = (
+                chain(_global_pre_hooks(), self._optimizer_step_pre_hooks.values())
+                if _global_optimizer_pre_hooks
+                or _torch_optimizer_module._global_optimizer_pre_hooks
+                or self._optimizer_step_pre_hooks
+                else ()
+            )
+            for pre_hook in pre_hooks:
                 result = pre_hook(self, args, kwargs)
                 if result is not None:
                     if isinstance(result, tuple) and len(result) == 2:
@@ -268,7 +276,14 @@ def _hook_step(func: Callable[..., R]) -> Callable[..., R]:
                 self.__dict__["_inside_step"] = False
             self._step_count = self.__dict__.get("_step_count", 0) + 1
             self._optimizer_step_code()
-            for post_hook in chain(self._optimizer_step_post_hooks.values(), _global_post_hooks()):
+            post_hooks = (
+                chain(self._optimizer_step_post_hooks.values(), _global_post_hooks())
+                if _global_optimizer_post_hooks
+                or _torch_optimizer_module._global_optimizer_post_hooks
+                or self._optimizer_step_post_hooks
+                else ()
+            )
+            for post_hook in post_hooks:
                 post_hook(self, args, kwargs)
             return out
 

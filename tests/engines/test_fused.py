@@ -475,17 +475,28 @@ def _small_params(seed: int = 0) -> list[torch.Tensor]:
 
 
 class _Counting:
-    """Counts the steady path's steps (patched over ``_Fast.run``)."""
+    """Counts the steady path's steps (patched over ``_Fast.run`` and ``_Fast.alone``)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls = 0
         self.groups: list[int] = []  # id() of the group of each call
-        original = flat._Fast.run
+        original_run, original_alone = flat._Fast.run, flat._Fast.alone
 
         def run(fast: Any, *args: Any) -> bool:
             self.calls += 1
             self.groups.append(id(fast.plan.group))
-            return original(fast, *args)
+            return original_run(fast, *args)
+
+        def alone(fast: Any, *args: Any) -> bool:  # a one-group optimizer's whole step, when it holds
+            done = original_alone(fast, *args)
+            if done:
+                self.calls += 1
+                self.groups.append(id(fast.plan.group))
+                self.alone += 1
+            return done
+
+        self.alone = 0
+        monkeypatch.setattr(flat._Fast, "alone", alone)
 
         monkeypatch.setattr(flat._Fast, "run", run)
 
@@ -616,3 +627,63 @@ def test_steady_path_is_seen_by_autograd(groups: int, compile_sync: None, monkey
     assert all(p._version > v for p, v in zip(params, versions))
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
+
+
+@pytest.mark.parametrize("name", ["Adam", "NAdam", "ASGD", "Adagrad"])
+def test_steady_path_over_many_parameters(name: str, compile_sync: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """600 parameters: the C++ check runs on every thread (from 512 up), each through its own share; a gradient
+    missing or not readable in place in the second share is found, and nothing is changed before the general
+    path takes the step."""
+    counting = _Counting(monkeypatch)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        _many_parameters(name, counting)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _many_parameters(name: str, counting: _Counting) -> None:
+    gen = torch.Generator().manual_seed(3)
+    base = [torch.randn(5 + i % 7, generator=gen) for i in range(600)]
+    fused_params = [b.clone().requires_grad_() for b in base]
+    plain_params = [b.clone().requires_grad_() for b in base]
+    fused = getattr(optimlab, name)(fused_params, lr=0.01, fused=True)
+    plain = getattr(optimlab, name)(plain_params, lr=0.01)
+    for step in range(8):
+        for j, (p, q) in enumerate(zip(fused_params, plain_params)):
+            g = torch.randn(p.shape, generator=gen)
+            if step == 4 and j == 550:
+                g = torch.randn(2 * p.numel(), generator=gen)[::2]  # not contiguous
+            p.grad, q.grad = g, g.clone()
+        calls = counting.alone
+        fused.step()
+        plain.step()
+        assert counting.alone == calls + (0 if step in (0, 4, 5) else 1), step  # 5: builds it again
+        for p, q in zip(fused_params, plain_params):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+        assert_states_same(plain, fused, exact=False, where=f"step {step}", rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_scalar_slots_round_like_tensors(dtype: torch.dtype) -> None:
+    """``ScalarSlot`` arithmetic (what ``_scalars`` does to ``step``, ``mu_product``...) against the same ops on
+    a 0-dim tensor of the buffer's dtype, bitwise."""
+    import ctypes
+
+    from optimlab.optimizer import ScalarSlot, _get_value
+
+    cell_type = ctypes.c_float if dtype == torch.float32 else ctypes.c_double
+    buf = torch.tensor([0.3, 7.0], dtype=dtype)
+    slot = ScalarSlot(cell_type.from_address(buf.data_ptr()), lambda x: cell_type(x).value)
+    ref = torch.tensor(0.3, dtype=dtype)
+    gen = torch.Generator().manual_seed(4)
+    for k in range(200):
+        factor = float(torch.rand((), generator=gen, dtype=torch.float64)) * 0.2 + 0.9
+        slot *= factor
+        ref *= factor
+        slot += 1 if k % 2 else factor
+        ref += 1 if k % 2 else factor
+        assert buf[0].item() == ref.item() == _get_value(slot) == float(slot)
+    slot.copy_(torch.tensor(0.125, dtype=dtype))
+    assert buf.tolist() == [0.125, 7.0]

@@ -227,6 +227,14 @@ class ElementwiseOptimizer(Optimizer):
             with torch.enable_grad():
                 loss = closure()
 
+        groups = self.param_groups
+        if len(groups) == 1 and groups[0].get("fused") and not groups[0].get("capturable"):
+            engine = self.__dict__.get("_flat")
+            if engine is not None:
+                self._check_group(groups[0], [])
+                if engine.step_alone(self, groups[0]):  # the steady path, whole, in one call
+                    return loss
+
         work = []
         for group in self.param_groups:
             if group.get("fused"):

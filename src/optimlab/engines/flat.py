@@ -37,7 +37,16 @@ import torch
 from torch import Tensor
 
 from optimlab.engines.compiled import Bound, hyper_signature, runner, start_compiles, warn_once
-from optimlab.engines.launch import broadcaster, bump, grad_pointers, steady
+from optimlab.engines.launch import (
+    BROADCAST,
+    BUMP,
+    CHECK,
+    LAUNCH,
+    bump,
+    fast_function,
+    fast_spec,
+    grad_pointers,
+)
 from optimlab.optimizer import ScalarSlot, _device_dtype_check_for_fused
 
 __all__ = ["SMALL", "FlatEngine"]
@@ -291,6 +300,14 @@ class FlatEngine:
             return plan
         plan.fast = None
         return None
+
+    def step_alone(self, rule: Any, group: dict[str, Any]) -> bool:
+        """The step of a one-group optimizer on its group's steady path, in one builtin call, if that path holds
+        (True); else nothing is changed (False)."""
+        plan = self.plans.get(id(group))
+        if plan is None or plan.fast is None or plan.group is not group:
+            return False
+        return plan.fast.alone(rule, group)
 
     def zero_grads(self) -> set[int]:
         """Zero, with one call per flat buffer, the gradients that live in our buffers; their ids."""
@@ -709,32 +726,38 @@ class _Fast:
     what a step of the general path works out again every time, kept.
 
     The general path's per-step checks and set-up cost ~1 ms of Python on 1000 small tensors, about as much as the
-    update itself.  Here one C++ pass (``launch.steady``) checks what they check — the same parameter objects,
-    unmoved, each with a gradient the kernel can read in place, each state dict unchanged (its version tag) — and
-    writes the gradients' addresses; the optimizer's state mapping, the buckets and the scalar-state buffers are
-    checked in O(1) (a dict version tag, a generation, tensor version counters).  The step is then the
-    algorithm's ``_scalars`` on the kept segment state, the kernel's numbers written into a kept buffer, and one
-    driver call over a kept table.  The scalar state (``step``...) is handed to ``_scalars`` as ``ScalarSlot``s
-    over the flat scalar buffers and copied to every parameter's entry as raw memory: right after a step, each
-    torch op on a 0-dim tensor costs ~100 µs, and these were three to five of them.
+    update itself, and right after a step (caches streamed away) each Python call and each torch op is slow.
+    Here one call of a C++ builtin (``launch.fast_function``) checks what the general path checks — the same
+    parameter objects, unmoved, each with a gradient the kernel can read in place, each state dict unchanged (its
+    version tag) — bumps the parameters' version counters, runs the kernel over a kept table and copies the
+    advanced scalar state to every parameter; the optimizer's state mapping, the bucket and the scalar buffers
+    are checked in O(1) beforehand (a dict version tag, a generation, tensor version counters).  What remains in
+    Python is the algorithm's ``_hyper`` and ``_scalars`` (on ``ScalarSlot``s over the flat scalar buffers: raw
+    memory, where a torch op on a 0-dim tensor costs ~100 µs after a step) and writing the kernel's numbers.
 
     Anything else (a new parameter, a replaced state entry, a gradient missing or not readable in place, a
     rebinding, ``load_state_dict``) fails the check, and that step takes the general path, which builds the
     steady path again when it applies.  Parameters whose scalar state differs (one skipped a step) are segments
     of their own on the general path, and keep it."""
 
-    def __init__(self, plan: FlatPlan, pk: _Packed, rule: Any, h: Any, seg: _Recorder) -> None:
+    def __init__(self, plan: FlatPlan, pk: _Packed, rule: Any, h: Any, seg: _Recorder, fn: Any) -> None:
         self.plan = plan
         self.pk = pk
         self.seg = seg
+        self.fn = fn
         self.state_map = rule.state
         self.generation = pk.generation
+        n = len(pk.params)
         self.versions = torch.tensor(pk.versions, dtype=torch.int64)
-        self.grad_ptrs = torch.zeros(len(pk.params), dtype=torch.int64)
-        self.entries: dict[tuple[Any, ...], tuple[Callable[[], None], Any, list[str]] | None] = {}
+        self.grad_ptrs = torch.zeros(n, dtype=torch.int64)
+        self.scratch = torch.zeros(2 * n, dtype=torch.int64)
+        self.entries: dict[tuple[Any, ...], tuple[Tensor, int, Any, list[str], Any]] = {}
         self.scalar_keys = [k for k in pk.scalar_state if k in (pk.layout[0] or ())]
-        self.spreads = [broadcaster(pk.scalar_state[k]) for k in self.scalar_keys]
+        self.broadcasts = [pk.scalar_state[k] for k in self.scalar_keys]
+        self.base = fast_spec(self.versions, pk.ptrs, self.grad_ptrs, self.scratch, broadcasts=self.broadcasts)
+        self.base_address = self.base.data_ptr()
         self.slot_seg = self._slots(rule, h) if self.scalar_keys else None
+        self.slots = [self.slot_seg[k] for k in self.scalar_keys] if self.slot_seg is not None else []
         self.remember(rule)
 
     def _slots(self, rule: Any, h: Any) -> _Recorder | None:
@@ -770,45 +793,86 @@ class _Fast:
     def make(cls, plan: FlatPlan, pk: _Packed, rule: Any, h: Any, run: Bound, seg: _Recorder, hp: Any) -> _Fast | None:
         """The steady path of ``plan`` from the step just run (``run``, ``seg``, ``hp``: its kernel, segment state
         and scalars), or None where it does not apply."""
-        if _dict_version is None or pk.versions is None or not pk.complete or not pk.one_layout():
+        fn = fast_function()
+        if fn is None or _dict_version is None or pk.versions is None or not pk.complete or not pk.one_layout():
             return None
         if run.kernel.tensors or len(pk.params) < 2:
             return None
-        fast = cls(plan, pk, rule, h, seg)
+        fast = cls(plan, pk, rule, h, seg, fn)
         entry = fast.entries[hyper_signature(hp)] = fast.add(run, seg)
         return fast if entry is not None else None
 
     def remember(self, rule: Any) -> None:
         """Note what the step left: the state mapping's version, the scalar buffers' version counters."""
         self.state_version = _dict_version(rule.state)
-        self.scalar_versions = [(buf, buf._version) for buf in self.pk.scalar_state.values()]
+        self.scalar_versions = [(buf, buf._version) for buf in self.broadcasts]
 
-    def add(self, run: Bound, seg: _Recorder) -> tuple[Callable[[], None], Any, list[str]] | None:
-        """Keep the driver call of ``run``'s kernel over the whole bucket, its numbers in a buffer of ours."""
+    def add(self, run: Bound, seg: _Recorder) -> tuple[Tensor, int, Any, list[str], Any] | None:
+        """Keep the driver call of ``run``'s kernel over the whole bucket, its numbers in a buffer of ours: the
+        spec array, its address, the numbers' memory, their keys, and what the array points to."""
         kernel = run.kernel
         launcher = run.launcher
         if launcher is None or kernel.tensors:
             return None
         pk = self.pk
         numbers = torch.zeros(max(len(kernel.numbers), 1), dtype=torch.float64)
-        param = pk.real_flat
-        table, owners = pk.table(launcher, 0, len(pk.params), [param, None, *seg.values()])
+        table, owners = pk.table(launcher, 0, len(pk.params), [pk.real_flat, None, *seg.values()])
         shared = launcher.shared([None, None, *seg.values(), numbers])
+        spec = fast_spec(
+            self.versions,
+            pk.ptrs,
+            self.grad_ptrs,
+            self.scratch,
+            launcher.launch_fields(table, owners, shared),
+            self.broadcasts,
+        )
         values = (ctypes.c_double * numbers.numel()).from_address(numbers.data_ptr())
-        entry = (launcher.prepared(table, owners, shared, self.grad_ptrs), (numbers, values), kernel.numbers)
-        return entry
+        return spec, spec.data_ptr(), values, kernel.numbers, (numbers, table, owners, shared)
+
+    def unchanged(self, rule: Any) -> bool:
+        """The O(1) part of the check: the state mapping, the bucket, the scalar buffers."""
+        return (
+            rule.state is self.state_map
+            and _dict_version(self.state_map) == self.state_version
+            and self.pk.generation == self.generation
+            and all(buf._version == v for buf, v in self.scalar_versions)
+        )
 
     def check(self, rule: Any, group: dict[str, Any], do_bump: bool) -> bool:
-        pk = self.pk
-        if (
-            rule.state is not self.state_map
-            or _dict_version(self.state_map) != self.state_version
-            or pk.generation != self.generation
-            or not all(buf._version == v for buf, v in self.scalar_versions)
-        ):
+        """Check this step's gradients (and bump the versions if ``do_bump``) ahead of ``run``."""
+        if not self.unchanged(rule):
             return False
-        code = steady(group["params"], pk.params, pk.packed_states, self.versions, pk.ptrs, self.grad_ptrs, do_bump)
-        return code == 0
+        pk = self.pk
+        what = CHECK | BUMP if do_bump else CHECK
+        threads = torch.get_num_threads()
+        return self.fn(group["params"], pk.params, pk.packed_states, self.base_address, what, threads) == 0
+
+    def alone(self, rule: Any, group: dict[str, Any]) -> bool:
+        """The whole step of a one-group optimizer in one builtin call (check, bump, kernel, scalar copies),
+        after ``_scalars`` on the slots; False, with nothing changed, where it does not hold (the general path
+        then takes the step)."""
+        slots = self.slot_seg
+        if slots is None or not self.unchanged(rule):
+            return False
+        saved = [s.item() for s in self.slots]
+        hp = rule._scalars(rule._hyper(group), slots)
+        entry = self.entries.get(hyper_signature(hp))
+        pk = self.pk
+        finish = rule._finish
+        code = -1
+        if entry is not None:
+            _, address, values, keys, _ = entry
+            values[:] = [float(hp[k]) for k in keys] or [0.0]
+            what = CHECK | BUMP | LAUNCH if finish is not None else CHECK | BUMP | LAUNCH | BROADCAST
+            code = self.fn(group["params"], pk.params, pk.packed_states, address, what, torch.get_num_threads())
+        if code != 0:
+            for s, value in zip(self.slots, saved):
+                s.copy_(value)
+            return False
+        if finish is not None:
+            finish(hp, slots)
+            self.fn(pk.params, pk.params, pk.packed_states, address, BROADCAST, 1)
+        return True
 
     def run(self, rule: Any, h: Any, bumped: bool) -> bool:
         """The step (after a passing ``check``); False if it had to take the general path for the update (a
@@ -831,15 +895,14 @@ class _Fast:
                 plan._grads = None
                 start_compiles()
                 return False
-        call, (_, values), keys = entry  # type: ignore[misc]
+        _, address, values, keys, _ = entry  # type: ignore[misc]
         values[:] = [float(hp[k]) for k in keys] or [0.0]
-        call()
-        if not bumped:
-            bump(pk.params)
-        if rule._finish is not None:
-            rule._finish(hp, seg if slots is None else slots)
-        for spread in self.spreads:  # every member advanced alike
-            spread()
+        finish = rule._finish
+        what = LAUNCH if bumped else LAUNCH | BUMP
+        self.fn(pk.params, pk.params, pk.packed_states, address, what, torch.get_num_threads())
+        if finish is not None:
+            finish(hp, seg if slots is None else slots)
+        self.fn(pk.params, pk.params, pk.packed_states, address, BROADCAST, 1)  # every member advanced alike
         if slots is None:  # the tensor ops moved the buffers' version counters
             self.remember(rule)
         return True

@@ -26,12 +26,12 @@ from torch import Tensor
 __all__ = [
     "CHUNK_ITEMS",
     "Launcher",
-    "broadcaster",
     "bump",
     "driver",
+    "fast_function",
+    "fast_spec",
     "grad_pointers",
     "start_helper",
-    "steady",
     "wait_for_helper",
 ]
 
@@ -105,6 +105,8 @@ extern "C" void optimlab_launch(void* fn, I nargs, I nitems, const I* table, con
 # as much as a step's whole update on 1000 x 1024 parameters; this does all of it in ~30 µs.
 _HELPER_SOURCE = r"""
 #include <Python.h>
+#include <atomic>
+#include <omp.h>
 #include <vector>
 #include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/autograd/variable.h>
@@ -135,19 +137,32 @@ extern "C" PyObject* optimlab_grad_pointers(PyObject* params, int64_t* grad_ptrs
     return Py_BuildValue("(ll)", missing, unusable);
 }
 
-// The steady-state check of a packed group's step, in one call over its parameters: the group still lists the
-// same parameter objects (expected), each still has its data where it had (param_ptrs) and a gradient the kernel
-// can read in place, and each state dict is unchanged since the last step (its version tag).  Returns 0 when all
-// of that holds, having written the gradients' addresses to grad_ptrs and, if do_bump, bumped the parameters'
-// version counters; else the first reason it does not (and bumps nothing): 1 other parameters, 2 a state dict
-// changed, 3 a parameter moved, 4 a gradient missing, 5 one not readable in place, -1 not on this Python.
+// The steady path of a packed group's step (flat._Fast), as one Python builtin: ctypes costs tens of
+// microseconds a call once a step has streamed the caches away, a METH_FASTCALL function a few.
+//
+// fast(params, expected, dicts, spec, what, threads) -> 0, or why not.  spec: the address of an int64 array
+//   [0] versions*  [1] param_ptrs*  [2] grad_ptrs*  [3] impls*  [4] grads* (n entries each; the last two scratch)
+//   [5] launch fn  [6] kernel  [7] nargs  [8] nitems  [9] table*  [10] shared*  [11] grad_slot  [12] item_set*
+//   [13] size_slot  [14] broadcast fn  [15] k, then k triples (buffer*, n, element size).
+// what: CHECK (1), BUMP (2), LAUNCH (4), BROADCAST (8).
+//
+// CHECK: the group still lists the same parameter objects (expected), each still has its data where it had
+// (param_ptrs) and a gradient the kernel can read in place, each state dict is unchanged since the last step
+// (its version tag); writes the gradients' addresses to grad_ptrs.  If it fails, the call returns its reason and
+// does nothing else: 1 other parameters, 2 a state dict changed, 3 a parameter moved, 4 a gradient missing, 5
+// one not readable in place, -1 not on this Python.  BUMP counts the update as an in-place change of every
+// parameter, for autograd; LAUNCH runs the kernel over the table through the launch driver; BROADCAST copies
+// each scalar buffer's first entry over the rest (every parameter advanced alike).
 //
 // Right after a step every object here is out of the cache, and each parameter is a chain of dependent loads
-// (Python object, tensor, its storage and autograd meta, the gradient, its storage).  So the work goes link by
-// link, one pass over all parameters per link, prefetching ahead: the loads of one pass are independent and the
+// (Python object, tensor, its autograd meta, the gradient, its storage).  So the check goes link by link, one
+// pass per link with prefetching, each thread through its own share: the loads of a pass are independent and the
 // memory system serves many at once, instead of one chain at a time.
-extern "C" int64_t optimlab_steady(PyObject* params, PyObject* expected, PyObject* dicts, const uint64_t* versions,
-                                   const int64_t* param_ptrs, int64_t* grad_ptrs, int64_t do_bump) {
+typedef int64_t I;
+typedef void (*launch_t)(void*, I, I, const I*, const I*, I, const I*, const I*, I, I);
+typedef void (*broadcast_t)(char*, I, I);
+
+static I check(PyObject* params, PyObject* expected, PyObject* dicts, const I* spec, I threads) {
 #if PY_VERSION_HEX >= 0x030C0000
     return -1;  // ma_version_tag is only read on 3.11 (deprecated in 3.12, gone later)
 #else
@@ -157,53 +172,101 @@ extern "C" int64_t optimlab_steady(PyObject* params, PyObject* expected, PyObjec
     PyObject** items = &PyList_GET_ITEM(params, 0);
     PyObject** want = &PyList_GET_ITEM(expected, 0);
     PyObject** ds = &PyList_GET_ITEM(dicts, 0);
-    constexpr Py_ssize_t D = 8;  // prefetch distance
-    thread_local std::vector<c10::TensorImpl*> impl_buf, grad_buf;
-    impl_buf.resize(n);
-    grad_buf.resize(n);
-    c10::TensorImpl** impls = impl_buf.data();  // not through the thread_local on every access
-    c10::TensorImpl** grads = grad_buf.data();
-    for (Py_ssize_t i = 0; i < n; ++i) {
-        if (i + D < n) {
-            __builtin_prefetch(items[i + D]);
-            __builtin_prefetch(ds[i + D]);
+    const uint64_t* versions = reinterpret_cast<const uint64_t*>(spec[0]);
+    const I* param_ptrs = reinterpret_cast<const I*>(spec[1]);
+    I* grad_ptrs = reinterpret_cast<I*>(spec[2]);
+    c10::TensorImpl** impls = reinterpret_cast<c10::TensorImpl**>(spec[3]);
+    c10::TensorImpl** grads = reinterpret_cast<c10::TensorImpl**>(spec[4]);
+    std::atomic<I> failed{0};
+    // Only reads, while the caller holds the GIL (no Python thread runs meanwhile).
+    #pragma omp parallel num_threads(threads > 1 && n >= 512 ? threads : 1)
+    {
+        const Py_ssize_t t = omp_get_thread_num(), T = omp_get_num_threads();
+        const Py_ssize_t lo = n * t / T, hi = n * (t + 1) / T;
+        constexpr Py_ssize_t D = 8;  // prefetch distance
+        I code = 0;
+        for (Py_ssize_t i = lo; i < hi && !code; ++i) {
+            if (i + D < hi) {
+                __builtin_prefetch(items[i + D]);
+                __builtin_prefetch(ds[i + D]);
+            }
+            if (items[i] != want[i]) code = 1;
+            else impls[i] = THPVariable_Unpack(items[i]).unsafeGetTensorImpl();
         }
-        if (items[i] != want[i]) return 1;
-        impls[i] = THPVariable_Unpack(items[i]).unsafeGetTensorImpl();
+        for (Py_ssize_t i = lo; i < lo + D && i < hi && !code; ++i) __builtin_prefetch(impls[i]);
+        for (Py_ssize_t i = lo; i < hi && !code; ++i) {
+            if (i + D < hi) __builtin_prefetch(impls[i + D]);
+            c10::AutogradMetaInterface* meta = impls[i]->autograd_meta();
+            if (reinterpret_cast<PyDictObject*>(ds[i])->ma_version_tag != versions[i]) code = 2;
+            else if (!impls[i]->has_storage()) code = 3;
+            else if (meta == nullptr) code = 4;
+            else __builtin_prefetch(meta);
+        }
+        for (Py_ssize_t i = lo; i < hi && !code; ++i) {
+            c10::TensorImpl* p = impls[i];
+            const at::Tensor& g = p->autograd_meta()->grad();
+            if (reinterpret_cast<I>(p->data()) != param_ptrs[i]) code = 3;
+            else if (!g.defined()) code = 4;
+            else {
+                grads[i] = g.unsafeGetTensorImpl();
+                __builtin_prefetch(grads[i]);
+            }
+        }
+        for (Py_ssize_t i = lo; i < hi && !code; ++i) {
+            if (i + D < hi && grads[i + D]->has_storage())
+                __builtin_prefetch(grads[i + D]->storage().unsafeGetStorageImpl());
+            c10::TensorImpl* g = grads[i];
+            c10::TensorImpl* p = impls[i];
+            if (!g->has_storage() || g->layout() != c10::kStrided || g->dtype() != p->dtype()
+                || g->device() != p->device() || g->numel() != p->numel() || !g->is_contiguous() || g->is_neg()
+                || g->is_conj())
+                code = 5;
+        }
+        if (code) {
+            I none = 0;
+            failed.compare_exchange_strong(none, code);
+        } else {
+            for (Py_ssize_t i = lo; i < hi; ++i) grad_ptrs[i] = reinterpret_cast<I>(grads[i]->data());
+        }
     }
-    for (Py_ssize_t i = 0; i < D && i < n; ++i) __builtin_prefetch(impls[i]);
-    for (Py_ssize_t i = 0; i < n; ++i) {
-        if (i + D < n) __builtin_prefetch(impls[i + D]);
-        if (reinterpret_cast<PyDictObject*>(ds[i])->ma_version_tag != versions[i]) return 2;
-        c10::AutogradMetaInterface* meta = impls[i]->autograd_meta();
-        if (meta == nullptr) return 4;
-        if (!impls[i]->has_storage()) return 3;
-        __builtin_prefetch(meta);
-        __builtin_prefetch(impls[i]->storage().unsafeGetStorageImpl());
-    }
-    for (Py_ssize_t i = 0; i < n; ++i) {
-        c10::TensorImpl* p = impls[i];
-        if (reinterpret_cast<int64_t>(p->data()) != param_ptrs[i]) return 3;
-        const at::Tensor& g = p->autograd_meta()->grad();
-        if (!g.defined()) return 4;
-        grads[i] = g.unsafeGetTensorImpl();
-        __builtin_prefetch(grads[i]);
-    }
-    for (Py_ssize_t i = 0; i < n; ++i) {
-        if (i + D < n && grads[i + D]->has_storage())
-            __builtin_prefetch(grads[i + D]->storage().unsafeGetStorageImpl());
-        c10::TensorImpl* g = grads[i];
-        c10::TensorImpl* p = impls[i];
-        if (!g->has_storage() || g->layout() != c10::kStrided || g->dtype() != p->dtype() || g->device() != p->device()
-            || g->numel() != p->numel() || !g->is_contiguous() || g->is_neg() || g->is_conj())
-            return 5;
-    }
-    for (Py_ssize_t i = 0; i < n; ++i) grad_ptrs[i] = reinterpret_cast<int64_t>(grads[i]->data());
-    if (do_bump)
-        for (Py_ssize_t i = 0; i < n; ++i) impls[i]->bump_version();
-    return 0;
+    return failed.load();
 #endif
 }
+
+static PyObject* fast(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "fast(params, expected, dicts, spec, what, threads)");
+        return nullptr;
+    }
+    const I* spec = reinterpret_cast<const I*>(PyLong_AsVoidPtr(args[3]));
+    const I what = PyLong_AsLongLong(args[4]), threads = PyLong_AsLongLong(args[5]);
+    if (PyErr_Occurred()) return nullptr;
+    if (what & 1) {
+        I code = check(args[0], args[1], args[2], spec, threads);
+        if (code) return PyLong_FromLongLong(code);
+    }
+    if (what & 2) {  // the parameters of expected, whose objects the caller keeps alive
+        PyObject* expected = args[1];
+        c10::TensorImpl** impls = reinterpret_cast<c10::TensorImpl**>(spec[3]);  // as the check found them
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(expected); ++i)
+            (what & 1 ? impls[i] : THPVariable_Unpack(PyList_GET_ITEM(expected, i)).unsafeGetTensorImpl())
+                ->bump_version();
+    }
+    if ((what & 4) && spec[5])
+        reinterpret_cast<launch_t>(spec[5])(reinterpret_cast<void*>(spec[6]), spec[7], spec[8],
+                                            reinterpret_cast<const I*>(spec[9]), reinterpret_cast<const I*>(spec[10]),
+                                            spec[11], reinterpret_cast<const I*>(spec[12]),
+                                            reinterpret_cast<const I*>(spec[2]), threads, spec[13]);
+    if ((what & 8) && spec[14])
+        for (I k = 0; k < spec[15]; ++k)
+            reinterpret_cast<broadcast_t>(spec[14])(reinterpret_cast<char*>(spec[16 + 3 * k]), spec[17 + 3 * k],
+                                                    spec[18 + 3 * k]);
+    return PyLong_FromLongLong(0);
+}
+
+static PyMethodDef fast_def = {"optimlab_fast", (PyCFunction)(void (*)(void))fast, METH_FASTCALL, nullptr};
+
+extern "C" PyObject* optimlab_fast_function() { return PyCFunction_NewEx(&fast_def, nullptr, nullptr); }
 
 // Count the kernels' writes as in-place changes of these parameters, for autograd (as in-place ops do).
 extern "C" PyObject* optimlab_bump(PyObject* params) {
@@ -252,24 +315,6 @@ def driver() -> Any:
     return _driver[0]
 
 
-def broadcaster(buf: Tensor) -> Callable[[], None]:
-    """A call copying ``buf``'s first element over the rest of it (1-D, contiguous), as raw memory: no torch op,
-    so ``buf``'s version counter does not move."""
-    assert buf.dim() == 1 and buf.is_contiguous()
-    if driver() is None:
-
-        def copy(_rest: Tensor = buf[1:], _first: Tensor = buf[:1]) -> None:
-            _rest.copy_(_first.expand_as(_rest))
-
-        return copy
-    spread, args = _broadcast[0], (buf.data_ptr(), buf.numel(), buf.element_size())
-
-    def call(_keep: Tensor = buf) -> None:
-        spread(*args)
-
-    return call
-
-
 def start_helper() -> None:
     """Build the C++ helper in the background (about 30 s with an empty compile cache: it includes libtorch's
     headers); until it is ready, ``grad_pointers`` and ``bump`` do the same work in Python."""
@@ -297,9 +342,10 @@ def _build_helper() -> None:
         pointers.restype = bump.restype = ctypes.py_object
         pointers.argtypes = [ctypes.py_object, ctypes.c_void_p, ctypes.c_void_p]
         bump.argtypes = [ctypes.py_object]
-        check = library.optimlab_steady
-        check.restype = ctypes.c_int64
-        check.argtypes = [ctypes.py_object] * 3 + [ctypes.c_void_p] * 3 + [ctypes.c_int64]
+        make_fast = library.optimlab_fast_function
+        make_fast.restype = ctypes.py_object
+        make_fast.argtypes = []
+        fast = make_fast()
         probe = [torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))]
         probe[0].grad = torch.ones(3)
         g, p = torch.empty(2, dtype=torch.int64), torch.empty(2, dtype=torch.int64)
@@ -311,17 +357,46 @@ def _build_helper() -> None:
             and p.tolist() == [q.data_ptr() for q in probe]
             and probe[1]._version == 1
         )
-        _helper.append((pointers, bump, check if ok and _probe_steady(check) else None) if ok else None)
+        _helper.append((pointers, bump, fast if ok and _probe_fast(fast) else None) if ok else None)
     except Exception:
         _helper.append(None)
 
 
-def _probe_steady(check: Any) -> bool:
-    """Whether ``optimlab_steady`` reads this Python's dict version tags as ``dict_version`` does, and answers
-    as documented."""
+#: what a call of the steady path's builtin (``fast_function()``) does; see ``fast`` in ``_HELPER_SOURCE``.
+CHECK, BUMP, LAUNCH, BROADCAST = 1, 2, 4, 8
+
+
+def fast_spec(
+    versions: Tensor,
+    param_ptrs: Tensor,
+    grad_ptrs: Tensor,
+    scratch: Tensor,
+    launch: list[int] | None = None,
+    broadcasts: Sequence[Tensor] = (),
+) -> Tensor:
+    """The int64 array a call of the steady path's builtin reads (its layout: ``fast`` in ``_HELPER_SOURCE``).
+    ``scratch``: int64, two entries per parameter; ``launch``: ``Launcher.launch_fields(...)``; ``broadcasts``:
+    1-D contiguous buffers whose first entry ``BROADCAST`` copies over the rest.  The caller keeps every tensor
+    alive while the array is used."""
+    n = param_ptrs.numel()
+    spec = [versions.data_ptr(), param_ptrs.data_ptr(), grad_ptrs.data_ptr(), scratch.data_ptr()]
+    spec += [scratch.data_ptr() + 8 * n]
+    spec += launch if launch is not None else [0] * 9
+    spec += [ctypes.cast(_broadcast[0], ctypes.c_void_p).value or 0 if _broadcast else 0, len(broadcasts)]
+    for buf in broadcasts:
+        assert buf.dim() == 1 and buf.is_contiguous()
+        spec += [buf.data_ptr(), buf.numel(), buf.element_size()]
+    return torch.tensor(spec, dtype=torch.int64)
+
+
+def _probe_fast(fast: Any) -> bool:
+    """Whether the steady path's builtin reads this Python's dict version tags as ``dict_version`` does, and
+    answers as documented."""
     try:
         from torch._C._dynamo.guards import dict_version
     except ImportError:
+        return False
+    if driver() is None:  # the builtin runs the driver's kernels and broadcasts
         return False
     params = [torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))]
     for p in params:
@@ -329,41 +404,32 @@ def _probe_steady(check: Any) -> bool:
     dicts: list[dict[str, Any]] = [{"a": 1}, {}]
     versions = torch.tensor([dict_version(d) for d in dicts], dtype=torch.int64)
     param_ptrs = torch.tensor([p.data_ptr() for p in params], dtype=torch.int64)
-    grad_ptrs = torch.zeros(2, dtype=torch.int64)
+    grad_ptrs, scratch = torch.zeros(2, dtype=torch.int64), torch.zeros(4, dtype=torch.int64)
+    spread = torch.tensor([5.0, 1.0, 2.0])
+    spec = fast_spec(versions, param_ptrs, grad_ptrs, scratch, broadcasts=[spread])
 
-    def run(do_bump: int = 1) -> int:
-        return check(
-            params, list(params), dicts, versions.data_ptr(), param_ptrs.data_ptr(), grad_ptrs.data_ptr(), do_bump
-        )
+    def run(what: int) -> int:
+        return fast(params, list(params), dicts, spec.data_ptr(), what, 1)
 
-    if run() != 0 or grad_ptrs.tolist() != [p.grad.data_ptr() for p in params] or params[1]._version != 1:
+    if run(CHECK | BUMP | BROADCAST) != 0 or grad_ptrs.tolist() != [p.grad.data_ptr() for p in params]:
+        return False
+    if params[1]._version != 1 or spread.tolist() != [5.0] * 3:
         return False
     dicts[1]["b"] = 2
-    changed = run()
+    changed = run(CHECK | BUMP)
     dicts[1].clear()
     versions[1] = dict_version(dicts[1])
     params[0].grad = params[0].grad.expand(2, 3)[0]
     params[1].grad = None
-    return changed == 2 and run() == 4 and params[1]._version == 1
+    return changed == 2 and run(CHECK | BUMP) == 4 and params[1]._version == 1
 
 
-def steady(
-    params: list[Tensor],
-    expected: list[Tensor],
-    dicts: list[dict[str, Any]],
-    versions: Tensor,
-    param_ptrs: Tensor,
-    grad_ptrs: Tensor,
-    do_bump: bool,
-) -> int:
-    """The steady-state check of a packed group's step (see ``optimlab_steady`` in ``_HELPER_SOURCE``): 0 when
-    ``params`` are ``expected``, unmoved, with gradients readable in place (their addresses then written to
-    ``grad_ptrs``) and ``dicts`` at ``versions``; nonzero otherwise, and always where the helper is not built."""
-    if not _helper or _helper[0] is None or _helper[0][2] is None:
-        return -2
-    return _helper[0][2](
-        params, expected, dicts, versions.data_ptr(), param_ptrs.data_ptr(), grad_ptrs.data_ptr(), int(do_bump)
-    )
+def fast_function() -> Callable[..., int] | None:
+    """The steady path's builtin, ``fast(params, expected, dicts, spec_address, what, threads)``, once the
+    helper is built (None before, and where it cannot be)."""
+    if not _helper or _helper[0] is None:
+        return None
+    return _helper[0][2]
 
 
 def grad_pointers(params: list[Tensor]) -> tuple[Tensor, Tensor, int, int]:
@@ -466,19 +532,15 @@ class Launcher:
             values[k] = operands[j].data_ptr()
         return torch.tensor(values, dtype=torch.int64)
 
-    def prepared(self, table: Tensor, item_set: Tensor, shared: Tensor, grad_ptrs: Tensor) -> Callable[[], None]:
-        """A call of the driver on these buffers (kept alive with it), for a table that is run step after step:
-        the caller rewrites ``grad_ptrs`` and whatever ``shared`` points to in place between calls."""
-        fn = _driver[0]
-        args = (self.address, self.nargs, table.shape[0], table.data_ptr(), shared.data_ptr(), self.grad_slot)
-        rest = (item_set.data_ptr(), grad_ptrs.data_ptr())
+    def launch_fields(self, table: Tensor, item_set: Tensor, shared: Tensor) -> list[int]:
+        """A driver call on these buffers, as the steady path's spec holds it (see ``fast_spec``); the caller
+        keeps them alive."""
+        fn = ctypes.cast(_driver[0], ctypes.c_void_p).value
         size_slot = self.size_slots[0] if self.size_slots else -1
-        get_num_threads = torch.get_num_threads
-
-        def call(_keep: Any = (table, item_set, shared, grad_ptrs)) -> None:
-            fn(*args, *rest, get_num_threads(), size_slot)
-
-        return call
+        return [fn, self.address, self.nargs, table.shape[0], table.data_ptr(), shared.data_ptr(), self.grad_slot] + [
+            item_set.data_ptr(),
+            size_slot,
+        ]
 
     def __call__(self, table: Tensor, item_set: Tensor, shared: Tensor, grads: Sequence[Tensor] | Tensor) -> None:
         """Run the kernel on every row of ``table``; ``grads[s]`` is the gradient of operand set ``s`` (contiguous,
