@@ -796,7 +796,7 @@ class _Fast:
         fn = fast_function()
         if fn is None or _dict_version is None or pk.versions is None or not pk.complete or not pk.one_layout():
             return None
-        if run.kernel.tensors or len(pk.params) < 2:
+        if run.kernel.tensors:
             return None
         fast = cls(plan, pk, rule, h, seg, fn)
         entry = fast.entries[hyper_signature(hp)] = fast.add(run, seg)
