@@ -670,6 +670,8 @@ class FlatPlan:
         grad_ptrs: Tensor | None,
         gather: Callable[[], None],
     ) -> tuple[Bound, _Recorder, Any] | None:
+        """``_run_segment`` once the segment's scalars ``hp`` are worked out (the steady path comes here too, when
+        a hyperparameter changed its kernel)."""
         lo, hi = pk.offsets[a] * pk.factor, pk.offsets[b] * pk.factor
         param = pk.real_flat[lo:hi]
         run = runner(rule._update, hp, (param, param, dict(seg)))
