@@ -11,7 +11,6 @@ This module knows nothing of any algorithm.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import warnings
 from collections import OrderedDict, defaultdict
@@ -242,50 +241,51 @@ def _hook_step(func: Callable[..., R]) -> Callable[..., R]:
     runs without hooks, so hooks fire and ``_step_count`` advances once per user call.
     """
 
+    def hooked(self: Optimizer, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
+        pre_hooks = (
+            chain(_global_pre_hooks(), self._optimizer_step_pre_hooks.values())
+            if _global_optimizer_pre_hooks
+            or _torch_optimizer_module._global_optimizer_pre_hooks
+            or self._optimizer_step_pre_hooks
+            else ()
+        )
+        for pre_hook in pre_hooks:
+            result = pre_hook(self, args, kwargs)
+            if result is not None:
+                if isinstance(result, tuple) and len(result) == 2:
+                    args, kwargs = result
+                else:
+                    raise RuntimeError(
+                        f"{func} must return None or a tuple of (new_args, new_kwargs), but got {result}."
+                    )
+        self.__dict__["_inside_step"] = True
+        try:
+            out = func(*args, **kwargs)
+        finally:
+            self.__dict__["_inside_step"] = False
+        self._step_count = self.__dict__.get("_step_count", 0) + 1
+        self._optimizer_step_code()
+        post_hooks = (
+            chain(self._optimizer_step_post_hooks.values(), _global_post_hooks())
+            if _global_optimizer_post_hooks
+            or _torch_optimizer_module._global_optimizer_post_hooks
+            or self._optimizer_step_post_hooks
+            else ()
+        )
+        for post_hook in post_hooks:
+            post_hook(self, args, kwargs)
+        return out
+
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> R:
         self = cast(Optimizer, args[0])
         if self.__dict__.get("_inside_step", False):
             return func(*args, **kwargs)
         # The profiler's range only while a profiler runs (entering one costs ~7 µs, a tiny model's whole step).
-        with (
-            torch.autograd.profiler.record_function(f"Optimizer.step#{type(self).__name__}.step")
-            if _profiler_enabled()
-            else contextlib.nullcontext()
-        ):
-            pre_hooks = (
-                chain(_global_pre_hooks(), self._optimizer_step_pre_hooks.values())
-                if _global_optimizer_pre_hooks
-                or _torch_optimizer_module._global_optimizer_pre_hooks
-                or self._optimizer_step_pre_hooks
-                else ()
-            )
-            for pre_hook in pre_hooks:
-                result = pre_hook(self, args, kwargs)
-                if result is not None:
-                    if isinstance(result, tuple) and len(result) == 2:
-                        args, kwargs = result
-                    else:
-                        raise RuntimeError(
-                            f"{func} must return None or a tuple of (new_args, new_kwargs), but got {result}."
-                        )
-            self.__dict__["_inside_step"] = True
-            try:
-                out = func(*args, **kwargs)
-            finally:
-                self.__dict__["_inside_step"] = False
-            self._step_count = self.__dict__.get("_step_count", 0) + 1
-            self._optimizer_step_code()
-            post_hooks = (
-                chain(self._optimizer_step_post_hooks.values(), _global_post_hooks())
-                if _global_optimizer_post_hooks
-                or _torch_optimizer_module._global_optimizer_post_hooks
-                or self._optimizer_step_post_hooks
-                else ()
-            )
-            for post_hook in post_hooks:
-                post_hook(self, args, kwargs)
-            return out
+        if _profiler_enabled():
+            with torch.autograd.profiler.record_function(f"Optimizer.step#{type(self).__name__}.step"):
+                return hooked(self, args, kwargs)
+        return hooked(self, args, kwargs)
 
     wrapper.hooked = True  # type: ignore[attr-defined]
     return wrapper
