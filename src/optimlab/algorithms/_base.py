@@ -20,6 +20,8 @@ from optimlab.optimizer import (
 
 __all__ = ["ElementwiseOptimizer", "check_betas", "check_lr", "check_non_negative"]
 
+_compiling = torch.compiler.is_compiling
+
 
 # ---------------------------------------------------------------------------------------------- validation
 # Messages are torch.optim's, word for word: users grep for them.
@@ -228,7 +230,7 @@ class ElementwiseOptimizer(Optimizer):
                 loss = closure()
 
         groups = self.param_groups
-        if len(groups) == 1 and groups[0].get("fused") and not groups[0].get("capturable"):
+        if len(groups) == 1 and groups[0].get("fused") and not groups[0].get("capturable") and not _compiling():
             engine = self.__dict__.get("_flat")
             if engine is not None:
                 self._check_group(groups[0], [])
