@@ -687,3 +687,25 @@ def test_scalar_slots_round_like_tensors(dtype: torch.dtype) -> None:
         assert buf[0].item() == ref.item() == _get_value(slot) == float(slot)
     slot.copy_(torch.tensor(0.125, dtype=dtype))
     assert buf.tolist() == [0.125, 7.0]
+
+
+@pytest.mark.parametrize("name", ["Adam", "RMSprop", "NAdam"])
+def test_steady_path_complex_params(name: str, compile_sync: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Complex small parameters on the steady path: rows of real elements, gradients read in place as complex."""
+    counting = _Counting(monkeypatch)
+    gen = torch.Generator().manual_seed(5)
+    base = [torch.randn(5 + i, dtype=torch.complex64, generator=gen) for i in range(10)]
+    fused_params = [b.clone().requires_grad_() for b in base]
+    plain_params = [b.clone().requires_grad_() for b in base]
+    fused = getattr(optimlab, name)(fused_params, lr=0.01, fused=True)
+    plain = getattr(optimlab, name)(plain_params, lr=0.01)
+    for _ in range(6):
+        for p, q in zip(fused_params, plain_params):
+            g = torch.randn(p.shape, dtype=p.dtype, generator=gen)
+            p.grad, q.grad = g, g.clone()
+        fused.step()
+        plain.step()
+        for p, q in zip(fused_params, plain_params):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+    assert counting.alone == 5
+    assert_states_same(plain, fused, exact=False, where="after 6 steps", rtol=1e-4, atol=1e-5)
