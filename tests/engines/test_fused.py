@@ -709,3 +709,50 @@ def test_steady_path_complex_params(name: str, compile_sync: None, monkeypatch: 
             torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
     assert counting.alone == 5
     assert_states_same(plain, fused, exact=False, where="after 6 steps", rtol=1e-4, atol=1e-5)
+
+
+def test_compiled_step_runs_the_fused_engine_eagerly(tmp_path: Any) -> None:
+    """``torch.compile`` of code that calls a fused ``step()``: Dynamo breaks the graph at the step and runs it
+    eagerly in one piece (the engine's C++ calls are opaque to it), without tracing warnings, on the steady path,
+    with the default path's results.  In a fresh process: Dynamo's state outlives a test."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "compiled_step.py"
+    script.write_text(
+        """
+import os, warnings
+os.environ["OPTIMLAB_COMPILE"] = "sync"
+import torch, optimlab
+from optimlab.engines import flat
+calls = []
+original = flat._Fast.alone
+flat._Fast.alone = lambda fast, *a: calls.append(1) or original(fast, *a)
+gen = torch.Generator().manual_seed(6)
+base = [torch.randn(5 + i, generator=gen) for i in range(12)]
+fused_params = [b.clone().requires_grad_() for b in base]
+plain_params = [b.clone().requires_grad_() for b in base]
+fused = optimlab.Adam(fused_params, lr=0.01, fused=True)
+plain = optimlab.Adam(plain_params, lr=0.01)
+
+@torch.compile(backend="eager")
+def step():
+    fused.step()
+
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    for _ in range(4):
+        for p, q in zip(fused_params, plain_params):
+            g = torch.randn(p.shape, generator=gen)
+            p.grad, q.grad = g, g.clone()
+        step()
+        plain.step()
+assert not [w for w in caught if "Dynamo" in str(w.message)], [str(w.message)[:200] for w in caught]
+assert len(calls) == 3, calls  # the steady path, as without torch.compile
+for p, q in zip(fused_params, plain_params):
+    torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+print("ok")
+"""
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]

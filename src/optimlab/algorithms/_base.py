@@ -222,6 +222,14 @@ class ElementwiseOptimizer(Optimizer):
 
     def _step(self, closure: Callable[[], Any] | None = None) -> Any:
         """The body of ``step``, without its grad-mode wrapper (for subclasses that run under ``no_grad``)."""
+        if _compiling() and any(g.get("fused") for g in self.param_groups):
+            # The fused engine is opaque to Dynamo (C++ kernels called on raw pointers): a compiled training step
+            # breaks its graph here and runs the optimizer step eagerly, in one piece, instead of tracing (and
+            # recompiling) the engine's bookkeeping.
+            return torch.compiler.disable(type(self)._eager_step, recursive=True)(self, closure)
+        return self._eager_step(closure)
+
+    def _eager_step(self, closure: Callable[[], Any] | None = None) -> Any:
         if self._graph_check:
             self._accelerator_graph_capture_health_check()
         loss = None
@@ -230,7 +238,7 @@ class ElementwiseOptimizer(Optimizer):
                 loss = closure()
 
         groups = self.param_groups
-        if len(groups) == 1 and groups[0].get("fused") and not groups[0].get("capturable") and not _compiling():
+        if len(groups) == 1 and groups[0].get("fused") and not groups[0].get("capturable"):
             engine = self.__dict__.get("_flat")
             if engine is not None:
                 self._check_group(groups[0], [])
