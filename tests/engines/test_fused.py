@@ -510,9 +510,9 @@ def _steady_expected(name: str, kwargs: dict[str, Any]) -> bool:
 def test_steady_path_matches_default_path(
     name: str, kwargs: dict[str, Any], compile_sync: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every algorithm, step by step against the default path, through steady steps, then a step where one
-    parameter has no gradient and the steps after it (its step counter now differs from the others': the
-    general path, which runs such parameters in separate segments)."""
+    """Every algorithm, step by step against the default path, through steady steps, a step where one parameter
+    has no gradient (the general path), the step after it (the general path again, which builds the steady path
+    anew: that parameter's step counter now differs, so it is a segment of its own) and steady steps after."""
     counting = _Counting(monkeypatch)
     cls = getattr(optimlab, name)
     base = _small_params()
@@ -531,9 +531,10 @@ def test_steady_path_matches_default_path(
             torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
         assert_states_same(plain, fused, exact=False, where=f"step {step}", rtol=1e-4, atol=1e-5)
     if _steady_expected(name, kwargs):
-        # steps 1-4, none after the frozen step; SGD keeps no step counter: 2-4 (its first step creates the
-        # momentum buffers) and 7-9 (6 builds it again)
-        assert counting.calls == (6 if name == "SGD" else 4)
+        # steps 1-4 and 7-9 (SGD: 2-4 and 7-9, its first step creates the momentum buffers)
+        assert counting.calls == (6 if name == "SGD" else 7)
+        fast = fused._flat.plans[id(fused.param_groups[0])].fast
+        assert fast is not None and len(fast.parts) == (1 if name == "SGD" else 3)  # 0-2, 3 (one step behind), 4-11
     else:
         assert counting.calls == 0
 

@@ -366,7 +366,8 @@ class FlatPlan:
         self.fast: _Fast | None = None  # the steady path, once a step showed it applies
         self.fast_ready = False  # its check passed for this step
         self.fast_bumped = False
-        self._fast_candidate: tuple[Bound, _Recorder, Any] | None = None  # set by a slow step that could be a fast one
+        # set by a step of the general path that could have been a steady one: each segment's range and makings
+        self._fast_candidate: list[Any] | None = None
 
     @property
     def grads(self) -> list[Tensor | None]:
@@ -444,7 +445,7 @@ class FlatPlan:
             and len(self.packed) == 1
             and self.packed[0].whole
         ):
-            self.fast = _Fast.make(self, self.packed[0], rule, h, *candidate)
+            self.fast = _Fast.make(self, self.packed[0], rule, h, candidate)
         start_compiles()
 
     # ------------------------------------------------------------------ large parameters: in place
@@ -597,10 +598,11 @@ class FlatPlan:
                     self._gather(pk, grads_of(), a, b)
                     gathered[0] = True
 
-            segments = self._segments(pk, a, b)
-            for sa, sb in segments:
-                used = self._run_segment(rule, h, pk, sa, sb, grad_ptrs[sa:sb] if in_place else None, gather)
-            if runs == [(0, len(params))] and segments == [(0, len(params))] and used is not None:
+            used = []
+            for sa, sb in self._segments(pk, a, b):
+                made = self._run_segment(rule, h, pk, sa, sb, grad_ptrs[sa:sb] if in_place else None, gather)
+                used.append(None if made is None else (sa, sb, *made))
+            if runs == [(0, len(params))] and None not in used:
                 self._fast_candidate = used
             # The kernels wrote the flat buffer, whose version counter is not the parameters': tell autograd.
             bump(params[a:b])
@@ -739,34 +741,39 @@ class _Fast:
 
     Anything else (a new parameter, a replaced state entry, a gradient missing or not readable in place, a
     rebinding, ``load_state_dict``) fails the check, and that step takes the general path, which builds the
-    steady path again when it applies.  Parameters whose scalar state differs (one skipped a step) are segments
-    of their own on the general path, and keep it."""
+    steady path again when it applies.  Parameters whose scalar state differs (one skipped a step) are parts of
+    their own (up to ``MAX_PARTS``): each its own ``_scalars`` and driver call, within the one builtin call."""
 
-    def __init__(self, plan: FlatPlan, pk: _Packed, rule: Any, h: Any, seg: _Recorder, fn: Any) -> None:
+    #: at most this many segments (runs of parameters with equal scalar state) on the steady path
+    MAX_PARTS = 8
+
+    def __init__(self, plan: FlatPlan, pk: _Packed, rule: Any, h: Any, segs: list[tuple[int, int, _Recorder]]) -> None:
         self.plan = plan
         self.pk = pk
-        self.seg = seg
-        self.fn = fn
+        self.fn = fast_function()
         self.state_map = rule.state
         self.generation = pk.generation
         n = len(pk.params)
         self.versions = torch.tensor(pk.versions, dtype=torch.int64)
         self.grad_ptrs = torch.zeros(n, dtype=torch.int64)
         self.scratch = torch.zeros(2 * n, dtype=torch.int64)
-        self.entries: dict[tuple[Any, ...], tuple[Tensor, int, Any, list[str], Any]] = {}
         self.scalar_keys = [k for k in pk.scalar_state if k in (pk.layout[0] or ())]
-        self.broadcasts = [pk.scalar_state[k] for k in self.scalar_keys]
+        self.parts = [_Part(a, b, seg) for a, b, seg in segs]
+        self.broadcasts = [(pk.scalar_state[k], part.a, part.b) for part in self.parts for k in self.scalar_keys]
         self.base = fast_spec(self.versions, pk.ptrs, self.grad_ptrs, self.scratch, broadcasts=self.broadcasts)
         self.base_address = self.base.data_ptr()
-        self.slot_seg = self._slots(rule, h) if self.scalar_keys else None
-        self.slots = [self.slot_seg[k] for k in self.scalar_keys] if self.slot_seg is not None else []
+        self.specs: dict[tuple[Any, ...], tuple[Tensor, int]] = {}  # by the parts' signatures
+        for part in self.parts:
+            part.slot_seg = self._slots(rule, h, part.seg) if self.scalar_keys else None
+            part.slots = [part.slot_seg[k] for k in self.scalar_keys] if part.slot_seg is not None else []
+        self.all_slots = all(part.slot_seg is not None for part in self.parts)
         self.remember(rule)
 
-    def _slots(self, rule: Any, h: Any) -> _Recorder | None:
-        """The segment state with ``ScalarSlot``s over the rep's scalar entries, if running ``_scalars`` and
-        ``_finish`` on slots gives bitwise the tensors' results for this algorithm and configuration (checked
-        over a few steps on copies); else None (tensors it is)."""
-        seg, keys = self.seg, self.scalar_keys
+    def _slots(self, rule: Any, h: Any, seg: _Recorder) -> _Recorder | None:
+        """``seg`` with ``ScalarSlot``s over the rep's scalar entries, if running ``_scalars`` and ``_finish`` on
+        slots gives bitwise the tensors' results for this algorithm and configuration (checked over a few steps
+        on copies); else None (tensors it is)."""
+        keys = self.scalar_keys
         if any(seg[k].dtype not in _CELLS for k in keys):
             return None
 
@@ -792,44 +799,52 @@ class _Fast:
         return _Recorder({k: (slot(v) if k in keys else v) for k, v in seg.items()})  # the rep's entries
 
     @classmethod
-    def make(cls, plan: FlatPlan, pk: _Packed, rule: Any, h: Any, run: Bound, seg: _Recorder, hp: Any) -> _Fast | None:
-        """The steady path of ``plan`` from the step just run (``run``, ``seg``, ``hp``: its kernel, segment state
-        and scalars), or None where it does not apply."""
-        fn = fast_function()
-        if fn is None or _dict_version is None or pk.versions is None or not pk.complete or not pk.one_layout():
+    def make(
+        cls, plan: FlatPlan, pk: _Packed, rule: Any, h: Any, used: list[tuple[int, int, Bound, _Recorder, Any]]
+    ) -> _Fast | None:
+        """The steady path of ``plan`` from the step just run (``used``: each segment's range, kernel, state and
+        scalars), or None where it does not apply."""
+        if fast_function() is None or _dict_version is None or pk.versions is None or not pk.complete:
             return None
-        if run.kernel.tensors:
+        if not pk.one_layout() or len(used) > cls.MAX_PARTS:
             return None
-        fast = cls(plan, pk, rule, h, seg, fn)
-        entry = fast.entries[hyper_signature(hp)] = fast.add(run, seg)
-        return fast if entry is not None else None
+        fast = cls(plan, pk, rule, h, [(a, b, seg) for a, b, _, seg, _ in used])
+        for part, (_, _, run, _, hp) in zip(fast.parts, used):
+            entry = part.entries[hyper_signature(hp)] = fast.add(part, run)
+            if entry is None:
+                return None
+        return fast
 
     def remember(self, rule: Any) -> None:
         """Note what the step left: the state mapping's version, the scalar buffers' version counters."""
         self.state_version = _dict_version(rule.state)
-        self.scalar_versions = [(buf, buf._version) for buf in self.broadcasts]
+        self.scalar_versions = [(buf, buf._version) for buf in self.pk.scalar_state.values()]
 
-    def add(self, run: Bound, seg: _Recorder) -> tuple[Tensor, int, Any, list[str], Any] | None:
-        """Keep the driver call of ``run``'s kernel over the whole bucket, its numbers in a buffer of ours: the
-        spec array, its address, the numbers' memory, their keys, and what the array points to."""
+    def add(self, part: _Part, run: Bound) -> tuple[list[int], Any, list[str], Any] | None:
+        """The driver call of ``run``'s kernel over ``part``, its numbers in a buffer of ours: the launch fields,
+        the numbers' memory, their keys, and what the fields point to."""
         kernel = run.kernel
         launcher = run.launcher
         if launcher is None or kernel.tensors:
             return None
-        pk = self.pk
+        pk, seg = self.pk, part.seg
         numbers = torch.zeros(max(len(kernel.numbers), 1), dtype=torch.float64)
-        table, owners = pk.table(launcher, 0, len(pk.params), [pk.real_flat, None, *seg.values()])
+        lo, hi = pk.offsets[part.a] * pk.factor, pk.offsets[part.b] * pk.factor
+        table, owners = pk.table(launcher, part.a, part.b, [pk.real_flat[lo:hi], None, *seg.values()])
+        # the table's rows own gradients 0..b-a-1 of their segment: they read grad_ptrs from entry a on
+        owners = owners + part.a
         shared = launcher.shared([None, None, *seg.values(), numbers])
-        spec = fast_spec(
-            self.versions,
-            pk.ptrs,
-            self.grad_ptrs,
-            self.scratch,
-            launcher.launch_fields(table, owners, shared),
-            self.broadcasts,
-        )
         values = (ctypes.c_double * numbers.numel()).from_address(numbers.data_ptr())
-        return spec, spec.data_ptr(), values, kernel.numbers, (numbers, table, owners, shared)
+        return launcher.launch_fields(table, owners, shared), values, kernel.numbers, (numbers, table, owners, shared)
+
+    def _spec(self, sigs: tuple[Any, ...], entries: list[Any]) -> int:
+        """The address of the spec running ``entries`` (one per part), kept by their signatures."""
+        kept = self.specs.get(sigs)
+        if kept is None:
+            launches = [entry[0] for entry in entries]
+            spec = fast_spec(self.versions, self.pk.ptrs, self.grad_ptrs, self.scratch, launches, self.broadcasts)
+            kept = self.specs[sigs] = (spec, spec.data_ptr())
+        return kept[1]
 
     def unchanged(self, rule: Any) -> bool:
         """The O(1) part of the check: the state mapping, the bucket, the scalar buffers."""
@@ -849,65 +864,93 @@ class _Fast:
         threads = torch.get_num_threads()
         return self.fn(group["params"], pk.params, pk.packed_states, self.base_address, what, threads) == 0
 
+    def _scalars(self, rule: Any, h: Any, slots: bool) -> tuple[list[Any], list[Any], list[Any]] | None:
+        """Every part's scalars, signature and kept entry (None where a part has no entry for its signature)."""
+        hps, sigs, entries = [], [], []
+        for part in self.parts:
+            hp = rule._scalars(h, part.slot_seg if slots else part.seg)
+            sig = hyper_signature(hp)
+            hps.append(hp)
+            sigs.append(sig)
+            entries.append(part.entries.get(sig))
+        return hps, sigs, entries
+
     def alone(self, rule: Any, group: dict[str, Any]) -> bool:
-        """The whole step of a one-group optimizer in one builtin call (check, bump, kernel, scalar copies),
+        """The whole step of a one-group optimizer in one builtin call (check, bump, kernels, scalar copies),
         after ``_scalars`` on the slots; False, with nothing changed, where it does not hold (the general path
         then takes the step)."""
-        slots = self.slot_seg
-        if slots is None or not self.unchanged(rule):
+        if not self.all_slots or not self.unchanged(rule):
             return False
-        saved = [s.item() for s in self.slots]
-        hp = rule._scalars(rule._hyper(group), slots)
-        entry = self.entries.get(hyper_signature(hp))
+        saved = [s.item() for part in self.parts for s in part.slots]
+        hps, sigs, entries = self._scalars(rule, rule._hyper(group), True)  # type: ignore[misc]
         pk = self.pk
         finish = rule._finish
         code = -1
-        if entry is not None:
-            _, address, values, keys, _ = entry
-            values[:] = [float(hp[k]) for k in keys] or [0.0]
+        if None not in entries:
+            for hp, (_, values, keys, _) in zip(hps, entries):
+                values[:] = [float(hp[k]) for k in keys] or [0.0]
+            address = self._spec(tuple(sigs), entries)
             what = CHECK | BUMP | LAUNCH if finish is not None else CHECK | BUMP | LAUNCH | BROADCAST
             code = self.fn(group["params"], pk.params, pk.packed_states, address, what, torch.get_num_threads())
         if code != 0:
-            for s, value in zip(self.slots, saved):
+            for s, value in zip((s for part in self.parts for s in part.slots), saved):
                 s.copy_(value)
             return False
         if finish is not None:
-            finish(hp, slots)
-            self.fn(pk.params, pk.params, pk.packed_states, address, BROADCAST, 1)
+            for part, hp in zip(self.parts, hps):
+                finish(hp, part.slot_seg)
+            self.fn(pk.params, pk.params, pk.packed_states, self.base_address, BROADCAST, 1)
         return True
 
     def run(self, rule: Any, h: Any, bumped: bool) -> bool:
         """The step (after a passing ``check``); False if it had to take the general path for the update (a
-        static hyperparameter changed the kernel), which it then did."""
-        pk, seg = self.pk, self.seg
-        slots = self.slot_seg
-        hp = rule._scalars(h, seg if slots is None else slots)
-        sig = hyper_signature(hp)
-        entry = self.entries.get(sig)
-        if entry is None and sig not in self.entries:
-            bound = runner(rule._update, hp, (pk.real_flat, pk.real_flat, dict(seg)))
-            entry = self.entries[sig] = self.add(bound, seg) if isinstance(bound, Bound) else None
-            if entry is None:
-                del self.entries[sig]
-                plan, n = self.plan, len(pk.params)
-                plan._grads = None
-                plan._apply_segment(rule, pk, 0, n, seg, hp, self.grad_ptrs, lambda: plan._gather(pk, plan.grads, 0, n))
-                if not bumped:
-                    bump(pk.params)
-                plan._grads = None
-                start_compiles()
-                return False
-        _, address, values, keys, _ = entry  # type: ignore[misc]
-        values[:] = [float(hp[k]) for k in keys] or [0.0]
-        finish = rule._finish
+        static hyperparameter changed a kernel), which it then did."""
+        pk = self.pk
+        slots = self.all_slots
+        hps, sigs, entries = self._scalars(rule, h, slots)  # type: ignore[misc]
+        for i, (part, hp, sig) in enumerate(zip(self.parts, hps, sigs)):
+            if entries[i] is None:
+                bound = runner(rule._update, hp, (pk.real_flat, pk.real_flat, dict(part.seg)))
+                entries[i] = self.add(part, bound) if isinstance(bound, Bound) else None
+                if entries[i] is not None:
+                    part.entries[sig] = entries[i]
+        if None in entries:  # a kernel still compiling: every part the general way, over the gathered gradients
+            plan = self.plan
+            plan._grads = None
+            for part, hp in zip(self.parts, hps):
+                a, b = part.a, part.b
+                gather = functools.partial(plan._gather, pk, plan.grads, a, b)
+                plan._apply_segment(rule, pk, a, b, part.seg, hp, self.grad_ptrs[a:b], gather)
+            if not bumped:
+                bump(pk.params)
+            plan._grads = None
+            start_compiles()
+            return False
+        for hp, (_, values, keys, _) in zip(hps, entries):
+            values[:] = [float(hp[k]) for k in keys] or [0.0]
+        address = self._spec(tuple(sigs), entries)
         what = LAUNCH if bumped else LAUNCH | BUMP
         self.fn(pk.params, pk.params, pk.packed_states, address, what, torch.get_num_threads())
-        if finish is not None:
-            finish(hp, seg if slots is None else slots)
+        if rule._finish is not None:
+            for part, hp in zip(self.parts, hps):
+                rule._finish(hp, part.slot_seg if slots else part.seg)
         self.fn(pk.params, pk.params, pk.packed_states, address, BROADCAST, 1)  # every member advanced alike
-        if slots is None:  # the tensor ops moved the buffers' version counters
+        if not slots:  # the tensor ops moved the buffers' version counters
             self.remember(rule)
         return True
+
+
+class _Part:
+    """One segment of a steady path: parameters a..b-1, whose scalar state is equal (one ``_scalars`` call, one
+    driver call); ``entries``: its kernels' driver calls, by signature."""
+
+    __slots__ = ("a", "b", "entries", "seg", "slot_seg", "slots")
+
+    def __init__(self, a: int, b: int, seg: _Recorder) -> None:
+        self.a, self.b, self.seg = a, b, seg
+        self.entries: dict[tuple[Any, ...], tuple[list[int], Any, list[str], Any] | None] = {}
+        self.slot_seg: _Recorder | None = None
+        self.slots: list[ScalarSlot] = []
 
 
 def _unflat(t: Tensor, like: Tensor) -> Tensor:

@@ -142,8 +142,8 @@ extern "C" PyObject* optimlab_grad_pointers(PyObject* params, int64_t* grad_ptrs
 //
 // fast(params, expected, dicts, spec, what, threads) -> 0, or why not.  spec: the address of an int64 array
 //   [0] versions*  [1] param_ptrs*  [2] grad_ptrs*  [3] impls*  [4] grads* (n entries each; the last two scratch)
-//   [5] launch fn  [6] kernel  [7] nargs  [8] nitems  [9] table*  [10] shared*  [11] grad_slot  [12] item_set*
-//   [13] size_slot  [14] broadcast fn  [15] k, then k triples (buffer*, n, element size).
+//   [5] L, then L launches of 9: launch fn, kernel, nargs, nitems, table*, shared*, grad_slot, item_set*,
+//   size_slot; then the broadcast fn, k, and k triples (buffer*, n, element size).
 // what: CHECK (1), BUMP (2), LAUNCH (4), BROADCAST (8).
 //
 // CHECK: the group still lists the same parameter objects (expected), each still has its data where it had
@@ -252,15 +252,20 @@ static PyObject* fast(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
             (what & 1 ? impls[i] : THPVariable_Unpack(PyList_GET_ITEM(expected, i)).unsafeGetTensorImpl())
                 ->bump_version();
     }
-    if ((what & 4) && spec[5])
-        reinterpret_cast<launch_t>(spec[5])(reinterpret_cast<void*>(spec[6]), spec[7], spec[8],
-                                            reinterpret_cast<const I*>(spec[9]), reinterpret_cast<const I*>(spec[10]),
-                                            spec[11], reinterpret_cast<const I*>(spec[12]),
-                                            reinterpret_cast<const I*>(spec[2]), threads, spec[13]);
-    if ((what & 8) && spec[14])
-        for (I k = 0; k < spec[15]; ++k)
-            reinterpret_cast<broadcast_t>(spec[14])(reinterpret_cast<char*>(spec[16 + 3 * k]), spec[17 + 3 * k],
-                                                    spec[18 + 3 * k]);
+    const I nlaunch = spec[5];
+    if (what & 4)
+        for (I j = 0; j < nlaunch; ++j) {
+            const I* l = spec + 6 + 9 * j;
+            if (l[0])
+                reinterpret_cast<launch_t>(l[0])(
+                    reinterpret_cast<void*>(l[1]), l[2], l[3], reinterpret_cast<const I*>(l[4]),
+                    reinterpret_cast<const I*>(l[5]), l[6], reinterpret_cast<const I*>(l[7]),
+                    reinterpret_cast<const I*>(spec[2]), threads, l[8]);
+        }
+    const I* b = spec + 6 + 9 * nlaunch;
+    if ((what & 8) && b[0])
+        for (I k = 0; k < b[1]; ++k)
+            reinterpret_cast<broadcast_t>(b[0])(reinterpret_cast<char*>(b[2 + 3 * k]), b[3 + 3 * k], b[4 + 3 * k]);
     return PyLong_FromLongLong(0);
 }
 
@@ -371,21 +376,22 @@ def fast_spec(
     param_ptrs: Tensor,
     grad_ptrs: Tensor,
     scratch: Tensor,
-    launch: list[int] | None = None,
-    broadcasts: Sequence[Tensor] = (),
+    launches: Sequence[list[int]] = (),
+    broadcasts: Sequence[tuple[Tensor, int, int]] = (),
 ) -> Tensor:
     """The int64 array a call of the steady path's builtin reads (its layout: ``fast`` in ``_HELPER_SOURCE``).
-    ``scratch``: int64, two entries per parameter; ``launch``: ``Launcher.launch_fields(...)``; ``broadcasts``:
-    1-D contiguous buffers whose first entry ``BROADCAST`` copies over the rest.  The caller keeps every tensor
-    alive while the array is used."""
+    ``scratch``: int64, two entries per parameter; ``launches``: ``Launcher.launch_fields(...)`` of each driver
+    call; ``broadcasts``: ``(buffer, a, b)``, 1-D contiguous buffers whose entry ``a`` ``BROADCAST`` copies over
+    entries a+1..b-1.  The caller keeps every tensor alive while the array is used."""
     n = param_ptrs.numel()
     spec = [versions.data_ptr(), param_ptrs.data_ptr(), grad_ptrs.data_ptr(), scratch.data_ptr()]
-    spec += [scratch.data_ptr() + 8 * n]
-    spec += launch if launch is not None else [0] * 9
+    spec += [scratch.data_ptr() + 8 * n, len(launches)]
+    for fields in launches:
+        spec += fields
     spec += [ctypes.cast(_broadcast[0], ctypes.c_void_p).value or 0 if _broadcast else 0, len(broadcasts)]
-    for buf in broadcasts:
-        assert buf.dim() == 1 and buf.is_contiguous()
-        spec += [buf.data_ptr(), buf.numel(), buf.element_size()]
+    for buf, a, b in broadcasts:
+        assert buf.dim() == 1 and buf.is_contiguous() and 0 <= a < b <= buf.numel()
+        spec += [buf.data_ptr() + a * buf.element_size(), b - a, buf.element_size()]
     return torch.tensor(spec, dtype=torch.int64)
 
 
@@ -406,7 +412,7 @@ def _probe_fast(fast: Any) -> bool:
     param_ptrs = torch.tensor([p.data_ptr() for p in params], dtype=torch.int64)
     grad_ptrs, scratch = torch.zeros(2, dtype=torch.int64), torch.zeros(4, dtype=torch.int64)
     spread = torch.tensor([5.0, 1.0, 2.0])
-    spec = fast_spec(versions, param_ptrs, grad_ptrs, scratch, broadcasts=[spread])
+    spec = fast_spec(versions, param_ptrs, grad_ptrs, scratch, broadcasts=[(spread, 0, 3)])
 
     def run(what: int) -> int:
         return fast(params, list(params), dicts, spec.data_ptr(), what, 1)
