@@ -238,12 +238,14 @@ class ElementwiseOptimizer(Optimizer):
                 loss = closure()
 
         groups = self.param_groups
+        checked = None  # a group _check_group has passed already
         if len(groups) == 1 and groups[0].get("fused") and not groups[0].get("capturable"):
             engine = self.__dict__.get("_flat")
             if engine is not None:
                 self._check_group(groups[0], [])
                 if engine.step_alone(self, groups[0]):  # the steady path, whole, in one call
                     return loss
+                checked = groups[0]
 
         work = []
         for group in self.param_groups:
@@ -252,7 +254,8 @@ class ElementwiseOptimizer(Optimizer):
                 engine = self._flat_engine()
                 needs_params = group.get("capturable") or group.get("differentiable")
                 params = [p for p in group["params"] if p.grad is not None] if needs_params else []
-                self._check_group(group, params)
+                if group is not checked:
+                    self._check_group(group, params)
                 # A group's steady path checks every gradient in one C++ pass; with one group nothing can
                 # raise after it, so the same pass also counts the update as an in-place change for autograd.
                 plan = None if needs_params else engine.steady_plan(self, group, len(self.param_groups) == 1)

@@ -287,13 +287,19 @@ class FlatEngine:
             plan = self.plans[id(group)] = FlatPlan(rule._scalar_state, group)
         return plan
 
+    def _with_fast(self, group: dict[str, Any]) -> FlatPlan | None:
+        """The plan of ``group`` if it has a steady path."""
+        plan = self.plans.get(id(group))
+        return plan if plan is not None and plan.fast is not None and plan.group is group else None
+
     def steady_plan(self, rule: Any, group: dict[str, Any], do_bump: bool) -> FlatPlan | None:
         """The plan of ``group`` if its steady path (``_Fast``) holds for this step, having checked the
         gradients (and bumped the parameters' version counters if ``do_bump``); else None: prepare and check the
         slow way."""
-        plan = self.plans.get(id(group))
-        if plan is None or plan.fast is None or plan.group is not group:
+        plan = self._with_fast(group)
+        if plan is None:
             return None
+        assert plan.fast is not None
         if plan.fast.check(rule, group, do_bump):
             plan.fast_ready = True
             plan.fast_bumped = do_bump
@@ -304,10 +310,8 @@ class FlatEngine:
     def step_alone(self, rule: Any, group: dict[str, Any]) -> bool:
         """The step of a one-group optimizer on its group's steady path, in one builtin call, if that path holds
         (True); else nothing is changed (False)."""
-        plan = self.plans.get(id(group))
-        if plan is None or plan.fast is None or plan.group is not group:
-            return False
-        return plan.fast.alone(rule, group)
+        plan = self._with_fast(group)
+        return plan is not None and plan.fast.alone(rule, group)  # type: ignore[union-attr]
 
     def zero_grads(self) -> set[int]:
         """Zero, with one call per flat buffer, the gradients that live in our buffers; their ids."""
@@ -682,7 +686,7 @@ class FlatPlan:
         if launcher is not None and grad_ptrs is not None:
             table, owners = pk.table(launcher, a, b, [param, None, *seg.values()])
             run.many(table, owners, seg, grad_ptrs)
-            used = (run, seg, hp) if not seg.created and isinstance(run, Bound) else None
+            used = None if seg.created else (run, seg, hp)  # a launcher means a Bound kernel
         else:
             gather()
             run(param, pk.real_grad[lo:hi], seg)
@@ -864,7 +868,7 @@ class _Fast:
         threads = torch.get_num_threads()
         return self.fn(group["params"], pk.params, pk.packed_states, self.base_address, what, threads) == 0
 
-    def _scalars(self, rule: Any, h: Any, slots: bool) -> tuple[list[Any], list[Any], list[Any]] | None:
+    def _scalars(self, rule: Any, h: Any, slots: bool) -> tuple[list[Any], list[Any], list[Any]]:
         """Every part's scalars, signature and kept entry (None where a part has no entry for its signature)."""
         hps, sigs, entries = [], [], []
         for part in self.parts:
@@ -882,7 +886,7 @@ class _Fast:
         if not self.all_slots or not self.unchanged(rule):
             return False
         saved = [s.item() for part in self.parts for s in part.slots]
-        hps, sigs, entries = self._scalars(rule, rule._hyper(group), True)  # type: ignore[misc]
+        hps, sigs, entries = self._scalars(rule, rule._hyper(group), True)
         pk = self.pk
         finish = rule._finish
         code = -1
@@ -895,6 +899,8 @@ class _Fast:
         if code != 0:
             for s, value in zip((s for part in self.parts for s in part.slots), saved):
                 s.copy_(value)
+            if code > 0:  # the check failed: the general path takes this step and the next steady path
+                self.plan.fast = None
             return False
         if finish is not None:
             for part, hp in zip(self.parts, hps):
@@ -907,7 +913,7 @@ class _Fast:
         static hyperparameter changed a kernel), which it then did."""
         pk = self.pk
         slots = self.all_slots
-        hps, sigs, entries = self._scalars(rule, h, slots)  # type: ignore[misc]
+        hps, sigs, entries = self._scalars(rule, h, slots)
         for i, (part, hp, sig) in enumerate(zip(self.parts, hps, sigs)):
             if entries[i] is None:
                 bound = runner(rule._update, hp, (pk.real_flat, pk.real_flat, dict(part.seg)))

@@ -107,13 +107,18 @@ _HELPER_SOURCE = r"""
 #include <Python.h>
 #include <atomic>
 #include <omp.h>
-#include <vector>
 #include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/autograd/variable.h>
 
 // For each parameter of the list: its data pointer (param_ptrs) and its gradient's (grad_ptrs), 0 for a missing
 // gradient, -1 for one the kernels cannot read in place (not dense, another dtype or size, not contiguous).
 // Returns (missing, unusable).
+// Whether the kernels can read gradient g of parameter p in place: dense, p's dtype, device and size, contiguous.
+static bool readable_in_place(const c10::TensorImpl* g, const c10::TensorImpl* p) {
+    return g->has_storage() && g->layout() == c10::kStrided && g->dtype() == p->dtype() && g->device() == p->device()
+        && g->numel() == p->numel() && g->is_contiguous() && !g->is_neg() && !g->is_conj();
+}
+
 extern "C" PyObject* optimlab_grad_pointers(PyObject* params, int64_t* grad_ptrs, int64_t* param_ptrs) {
     Py_ssize_t n = PyList_GET_SIZE(params);
     long missing = 0, unusable = 0;
@@ -126,8 +131,7 @@ extern "C" PyObject* optimlab_grad_pointers(PyObject* params, int64_t* grad_ptrs
         if (!g.defined()) {
             grad_ptrs[i] = 0;
             ++missing;
-        } else if (g.layout() != c10::kStrided || g.scalar_type() != p.scalar_type() || g.device() != p.device()
-                   || g.numel() != p.numel() || !g.is_contiguous() || g.is_neg() || g.is_conj()) {
+        } else if (!readable_in_place(g.unsafeGetTensorImpl(), p.unsafeGetTensorImpl())) {
             grad_ptrs[i] = -1;
             ++unusable;
         } else {
@@ -215,12 +219,7 @@ static I check(PyObject* params, PyObject* expected, PyObject* dicts, const I* s
         for (Py_ssize_t i = lo; i < hi && !code; ++i) {
             if (i + D < hi && grads[i + D]->has_storage())
                 __builtin_prefetch(grads[i + D]->storage().unsafeGetStorageImpl());
-            c10::TensorImpl* g = grads[i];
-            c10::TensorImpl* p = impls[i];
-            if (!g->has_storage() || g->layout() != c10::kStrided || g->dtype() != p->dtype()
-                || g->device() != p->device() || g->numel() != p->numel() || !g->is_contiguous() || g->is_neg()
-                || g->is_conj())
-                code = 5;
+            if (!readable_in_place(grads[i], impls[i])) code = 5;
         }
         if (code) {
             I none = 0;
@@ -288,7 +287,7 @@ extern "C" PyObject* optimlab_bump(PyObject* params) {
 _lock = threading.Lock()
 _driver: list[Any] = []  # [the loaded function] once built, [None] if building failed
 _broadcast: list[Any] = []  # [optimlab_broadcast] once the driver is built
-_helper: list[Any] = []  # [(grad_pointers, bump)] once built, [None] if building failed
+_helper: list[Any] = []  # [(grad_pointers, bump, the steady path's builtin or None)] once built, [None] if not
 _helper_thread: list[threading.Thread] = []
 
 
@@ -543,10 +542,8 @@ class Launcher:
         keeps them alive."""
         fn = ctypes.cast(_driver[0], ctypes.c_void_p).value
         size_slot = self.size_slots[0] if self.size_slots else -1
-        return [fn, self.address, self.nargs, table.shape[0], table.data_ptr(), shared.data_ptr(), self.grad_slot] + [
-            item_set.data_ptr(),
-            size_slot,
-        ]
+        fields = [fn, self.address, self.nargs, table.shape[0], table.data_ptr(), shared.data_ptr()]
+        return [*fields, self.grad_slot, item_set.data_ptr(), size_slot]
 
     def __call__(self, table: Tensor, item_set: Tensor, shared: Tensor, grads: Sequence[Tensor] | Tensor) -> None:
         """Run the kernel on every row of ``table``; ``grads[s]`` is the gradient of operand set ``s`` (contiguous,
