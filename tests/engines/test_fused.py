@@ -757,3 +757,23 @@ print("ok")
     )
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
+def test_packing_returns_the_old_storages_to_the_os(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Packing frees every small parameter's old storage; a megabyte or more of them is handed back to the OS
+    (glibc keeps freed small blocks otherwise, and the process would hold two copies of those parameters)."""
+    import platform
+
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert flat._malloc_trim() is not None
+    calls: list[int] = []
+    monkeypatch.setattr(flat, "_release_freed_memory", lambda: calls.append(1))
+    few = [torch.zeros(16, requires_grad=True) for _ in range(4)]
+    many = [torch.zeros(1024, requires_grad=True) for _ in range(300)]  # 1.2 MB
+    for ps, expected in ((few, 0), (many, 1)):
+        calls.clear()
+        for p in ps:
+            p.grad = torch.ones_like(p)
+        optimlab.SGD(ps, lr=0.1, fused=True).step()
+        assert len(calls) == expected
+        assert all(p.untyped_storage().data_ptr() == ps[0].untyped_storage().data_ptr() for p in ps)

@@ -67,6 +67,31 @@ except ImportError:  # pragma: no cover
     _dict_version = None
 
 
+#: packing at least this many bytes of parameters returns the heap's free memory to the OS afterwards.
+_TRIM_BYTES = 1 << 20
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:  # glibc's; absent from other C libraries
+        fn = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
+    return fn
+
+
+def _release_freed_memory() -> None:
+    """Give the C heap's free pages back to the OS (glibc's ``malloc_trim``).
+
+    Packing frees each small parameter's old storage: thousands of blocks below malloc's mmap threshold, which
+    glibc keeps for reuse however long the process runs, so the packed parameters would hold the resident memory
+    of two copies of themselves."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 def _real_flat(t: Tensor) -> Tensor:
     """A contiguous tensor as a 1-D real tensor (complex numbers as pairs of reals)."""
     return torch.view_as_real(t).view(-1) if t.is_complex() else t.view(-1)
@@ -114,6 +139,8 @@ class _Packed:
             for p, a, b in zip(params, self.offsets, self.offsets[1:]):
                 self.flat[a:b].copy_(p.detach().reshape(-1))
                 p.data = self.flat[a:b].view_as(p)
+        if self.offsets[-1] * first.element_size() >= _TRIM_BYTES:
+            _release_freed_memory()
         self.ptrs = torch.tensor([p.data_ptr() for p in params], dtype=torch.int64)
         self.versions: list[int] | None = None  # the state dicts' versions after our last step
         self.real_flat = _real_flat(self.flat)
