@@ -108,9 +108,9 @@ class ScalarSlot:
     costs ~100 µs (the dispatcher's code is out of the cache too); this costs about a microsecond.
 
     It does what those methods do to such a tensor outside capturable mode — ``+=``, ``*=``, ``item()``,
-    ``copy_()``, ``_get_value()`` — rounding like the tensor: operands are cast to the buffer's dtype first and
-    every result is stored in it.  The engine uses it only after checking, on copies, that it gives bitwise the
-    tensors' results for the algorithm at hand."""
+    ``copy_()``, ``fill_()``, ``_get_value()`` — rounding like the tensor: operands are cast to the buffer's
+    dtype first and every result is stored in it.  The engine uses it only after checking, on copies, that it
+    gives bitwise the tensors' results for the algorithm at hand."""
 
     __slots__ = ("_cast", "_cell")
 
@@ -135,6 +135,8 @@ class ScalarSlot:
     def copy_(self, src: Any) -> ScalarSlot:
         self._cell.value = float(src)
         return self
+
+    fill_ = copy_
 
     def __repr__(self) -> str:
         return f"ScalarSlot({self._cell.value!r})"

@@ -10,6 +10,7 @@ its state_dict must load into the default path and into torch.optim, and back.
 from __future__ import annotations
 
 import copy
+import itertools
 import warnings
 from typing import Any
 
@@ -467,10 +468,14 @@ def test_grad_pointers_in_cpp_and_python_agree() -> None:
 # ---------------------------------------------------------------------------------------------- the steady path
 
 
-def _small_params(seed: int = 0) -> list[torch.Tensor]:
-    """Small parameters only, one group: the configuration whose steps take the steady path (``flat._Fast``)."""
+def _small_params(seed: int = 0, large: bool = False) -> list[torch.Tensor]:
+    """Small parameters, one group: a configuration whose steps take the steady path (``flat._Fast``); with
+    ``large``, two large parameters (updated in place, not packed) between them, as in a real model."""
     gen = torch.Generator().manual_seed(seed)
     shapes = [(3, 5), (7,), (1,), (40, 30), (6, 2, 2), (11,), (2, 3), (64,), (5, 5), (9,), (3,), (8, 4)]
+    if large:
+        shapes[1:1] = [(flat.SMALL + 7,)]
+        shapes[8:8] = [(300, 260)]
     return [torch.randn(s, generator=gen).requires_grad_() for s in shapes]
 
 
@@ -506,24 +511,28 @@ def _steady_expected(name: str, kwargs: dict[str, Any]) -> bool:
     return not stateless and not isinstance(kwargs.get("lr"), torch.Tensor)  # a tensor lr is a kernel operand
 
 
+@pytest.mark.parametrize("large", [False, True], ids=["small", "with-large"])
 @pytest.mark.parametrize("name, kwargs", ELEMENTWISE, ids=IDS)
 def test_steady_path_matches_default_path(
-    name: str, kwargs: dict[str, Any], compile_sync: None, monkeypatch: pytest.MonkeyPatch
+    name: str, kwargs: dict[str, Any], large: bool, compile_sync: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every algorithm, step by step against the default path, through steady steps, a step where one parameter
     has no gradient (the general path), the step after it (the general path again, which builds the steady path
-    anew: that parameter's step counter now differs, so it is a segment of its own) and steady steps after."""
+    anew: that parameter's step counter now differs, so it is a segment of its own) and steady steps after; with
+    and without large parameters in the group (one more part of the steady path, their scalar state moved into
+    a flat buffer)."""
     counting = _Counting(monkeypatch)
     cls = getattr(optimlab, name)
-    base = _small_params()
+    base = _small_params(large=large)
     fused_params = [b.detach().clone().requires_grad_() for b in base]
     plain_params = [b.detach().clone().requires_grad_() for b in base]
     fused = cls(fused_params, **{**copy.deepcopy(kwargs), "fused": True})
     plain = cls(plain_params, **copy.deepcopy(kwargs))
     gen = torch.Generator().manual_seed(1)
+    skipped = 4 if large else 3  # the small (40, 30) parameter
     for step in range(10):
         for j, (p, q) in enumerate(zip(fused_params, plain_params)):
-            g = None if step == 5 and j == 3 else torch.randn(p.shape, generator=gen)
+            g = None if step == 5 and j == skipped else torch.randn(p.shape, generator=gen)
             p.grad, q.grad = g, None if g is None else g.clone()
         fused.step()
         plain.step()
@@ -534,18 +543,25 @@ def test_steady_path_matches_default_path(
         # steps 1-4 and 7-9 (SGD: 2-4 and 7-9, its first step creates the momentum buffers)
         assert counting.calls == (6 if name == "SGD" else 7)
         fast = fused._flat.plans[id(fused.param_groups[0])].fast
-        assert fast is not None and len(fast.parts) == (1 if name == "SGD" else 3)  # 0-2, 3 (one step behind), 4-11
+        # packed 0-2, 3 (one step behind), 4-11; the large ones
+        assert fast is not None and len(fast.parts) == (1 if name == "SGD" else 3) + large
+        if large and name != "SGD":
+            big = [p for p in fused_params if p.numel() >= flat.SMALL]
+            steps = [fused.state[p]["step"] for p in big]
+            assert all(s.untyped_storage().data_ptr() == steps[0].untyped_storage().data_ptr() for s in steps)
     else:
         assert counting.calls == 0
 
 
-def test_steady_path_notices_every_change(compile_sync: None, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("large", [False, True], ids=["small", "with-large"])
+def test_steady_path_notices_every_change(large: bool, compile_sync: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """What the steady path keeps must not outlive a change: a replaced state entry, a step counter changed in
     place, a rebound parameter, a static hyperparameter (lr 0, weight decay switched on), a non-contiguous
     gradient, ``load_state_dict``, a second parameter group.  Each is made alike on both optimizers, and results
-    must stay the default path's."""
+    must stay the default path's.  With ``large``, the replaced entry and the rebound parameter are large ones."""
     counting = _Counting(monkeypatch)
-    base = _small_params()
+    base = _small_params(large=large)
+    replaced, rebound, odd = (1, 8, 4) if large else (2, 6, 3)
     fused_params = [b.detach().clone().requires_grad_() for b in base]
     plain_params = [b.detach().clone().requires_grad_() for b in base]
     fused = optimlab.NAdam(fused_params, lr=0.01, fused=True)
@@ -553,7 +569,7 @@ def test_steady_path_notices_every_change(compile_sync: None, monkeypatch: pytes
     extra = [torch.randn(4, requires_grad=True) for _ in range(2)]
 
     def replace_entry(opt: Any, params: list[torch.Tensor]) -> None:
-        opt.state[params[2]]["exp_avg"] = torch.full_like(params[2], 0.5)
+        opt.state[params[replaced]]["exp_avg"] = torch.full_like(params[replaced], 0.5)
 
     def step_in_place(opt: Any, params: list[torch.Tensor]) -> None:
         for p in params:
@@ -561,7 +577,7 @@ def test_steady_path_notices_every_change(compile_sync: None, monkeypatch: pytes
 
     def rebind(opt: Any, params: list[torch.Tensor]) -> None:
         with torch.no_grad():
-            params[6].data = params[6].data.clone() * 0.5
+            params[rebound].data = params[rebound].data.clone() * 0.5
 
     def lr_zero(opt: Any, params: list[torch.Tensor]) -> None:
         opt.param_groups[0]["lr"] = 0.0
@@ -586,7 +602,7 @@ def test_steady_path_notices_every_change(compile_sync: None, monkeypatch: pytes
         all_plain = [p for g in plain.param_groups for p in g["params"]]
         for j, (p, q) in enumerate(zip(all_fused, all_plain)):
             g = torch.randn(p.shape, generator=gen)
-            if step == 17 and j == 3:
+            if step == 17 and j == odd:
                 g = torch.randn(tuple(reversed(p.shape)), generator=gen).t()  # not contiguous
             p.grad, q.grad = g, g.clone()
         calls = counting.calls
@@ -777,3 +793,91 @@ def test_packing_returns_the_old_storages_to_the_os(monkeypatch: pytest.MonkeyPa
         optimlab.SGD(ps, lr=0.1, fused=True).step()
         assert len(calls) == expected
         assert all(p.untyped_storage().data_ptr() == ps[0].untyped_storage().data_ptr() for p in ps)
+
+
+@pytest.mark.parametrize("name", ["Adam", "ASGD", "SGD"])
+def test_steady_path_while_a_new_kernel_is_not_ready(
+    name: str, compile_sync: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two groups, the first with large parameters, on their steady paths; then a static hyperparameter
+    changes (lr 0) while no kernel can be compiled for it: each part of the steady step runs the general way
+    with the scalars it has already worked out (no part advances twice), and results stay the default path's."""
+    kwargs: dict[str, Any] = {"lr": 0.01, "momentum": 0.9} if name == "SGD" else {"lr": 0.01}
+    cls = getattr(optimlab, name)
+    counting = _Counting(monkeypatch)
+    base = [_small_params(0, large=True), _small_params(1)[:4]]
+    fused_groups = [[b.detach().clone().requires_grad_() for b in g] for g in base]
+    plain_groups = [[b.detach().clone().requires_grad_() for b in g] for g in base]
+    fused = cls([{"params": g} for g in fused_groups], fused=True, **kwargs)
+    plain = cls([{"params": g} for g in plain_groups], **kwargs)
+    batches: list[int] = []
+    apply_batch = flat.FlatPlan._apply_batch
+    monkeypatch.setattr(flat.FlatPlan, "_apply_batch", lambda *a: batches.append(1) or apply_batch(*a))
+    gen = torch.Generator().manual_seed(3)
+    for step in range(6):
+        if step == 3:
+            monkeypatch.setenv("OPTIMLAB_COMPILE", "0")
+            for opt in (fused, plain):
+                opt.param_groups[0]["lr"] = 0.0
+        for p, q in zip(itertools.chain(*fused_groups), itertools.chain(*plain_groups)):
+            g = torch.randn(p.shape, generator=gen)
+            p.grad, q.grad = g, g.clone()
+        calls = counting.calls
+        batches.clear()
+        fused.step()
+        plain.step()
+        for p, q in zip(itertools.chain(*fused_groups), itertools.chain(*plain_groups)):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=lambda m, step=step: f"step {step}: {m}")
+        assert_states_same(plain, fused, exact=False, where=f"step {step}", rtol=1e-4, atol=1e-5)
+        if step == 2:
+            assert counting.calls == calls + 2 and not batches  # both groups steady
+        if step == 3:
+            assert counting.calls == calls + 2  # both tried; the first ran its parts the general way
+            assert len(batches) == 1  # its large part too, with the scalars the steady step worked out
+            assert fused._flat.plans[id(fused.param_groups[0])].fast is None
+
+
+@pytest.mark.parametrize("only_large", [False, True], ids=["mixed", "only-large"])
+def test_steady_state_with_large_params_hands_over(
+    only_large: bool, compile_sync: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group with large parameters on the steady path (their ``step`` entries views of one flat buffer): its
+    state_dict, through a checkpoint, continues in torch.optim and on the default path exactly as the fused
+    optimizer continues itself."""
+    counting = _Counting(monkeypatch)
+    params = _small_params(large=True)
+    if only_large:
+        params = [p for p in params if p.numel() >= flat.SMALL]
+    fused = optimlab.Adam(params, lr=0.01, fused=True)
+    gen = torch.Generator().manual_seed(4)
+
+    def grads() -> list[torch.Tensor]:
+        return [torch.randn(p.shape, generator=gen) for p in params]
+
+    for _ in range(4):
+        for p, g in zip(params, grads()):
+            p.grad = g
+        fused.step()
+    assert counting.alone == 3
+    saved = save_load(fused.state_dict())
+    others = []
+    for cls in (torch.optim.Adam, optimlab.Adam):
+        copies = [p.detach().clone().requires_grad_() for p in params]
+        opt = cls(copies, lr=0.01)
+        opt.load_state_dict(copy.deepcopy(saved))
+        opt.param_groups[0]["fused"] = None  # the saved group says fused: continue on the default path
+        others.append((opt, copies))
+    for _ in range(3):
+        gs = grads()
+        for p, g in zip(params, gs):
+            p.grad = g.clone()
+        fused.step()
+        for opt, copies in others:
+            for p, g in zip(copies, gs):
+                p.grad = g.clone()
+            opt.step()
+    assert counting.alone == 6
+    for opt, copies in others:
+        for p, q in zip(params, copies):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+        assert_states_same(opt, fused, exact=False, where=type(opt).__module__, rtol=1e-4, atol=1e-5)

@@ -392,6 +392,7 @@ class FlatPlan:
         position = {id(p): i for i, p in reversed(list(enumerate(self.group_params)))}
         self.slices = [[position[id(p)] for p in pk.params] for pk in self.packed]
         self.slice_index = [torch.tensor(where, dtype=torch.int64) for where in self.slices]
+        self.large_index = torch.tensor([position[id(p)] for p in self.large], dtype=torch.int64)
         for pk, where in zip(self.packed, self.slices):
             pk.whole = where == list(range(len(self.group_params)))
         self.fast: _Fast | None = None  # the steady path, once a step showed it applies
@@ -399,6 +400,8 @@ class FlatPlan:
         self.fast_bumped = False
         # set by a step of the general path that could have been a steady one: each segment's range and makings
         self._fast_candidate: list[Any] | None = None
+        self._large_candidate: tuple[Bound, Any] | None = None  # likewise, from the large parameters' one batch
+        self.large_scalar: dict[str, Tensor] = {}  # the large parameters' scalar state, once a steady path has it
 
     @property
     def grads(self) -> list[Tensor | None]:
@@ -435,7 +438,7 @@ class FlatPlan:
                 return
             self.fast = None  # the kernel changed (a static hyperparameter): done the general way; rebuild
             return
-        self._fast_candidate = None
+        self._fast_candidate = self._large_candidate = None
         params = [p for p in self.group_params if p.grad is not None] if self.fallback or self.large else []
         # Stateless configurations (SGD without momentum) keep no state entries at all, as on the default path.
         stateful = rule._has_state(self.group)
@@ -444,7 +447,7 @@ class FlatPlan:
         # a new parameter or a replaced dict all change that). One C-level pass, no tensor hashing.
         steady = (
             stateful
-            and len(state) == len(self.seen_states)
+            and 0 < len(state) == len(self.seen_states)
             and all(map(operator.is_, state.values(), self.seen_states))
         )
         if stateful and not steady:
@@ -466,17 +469,18 @@ class FlatPlan:
             self.seen_states = list(state.values())
         self._grads = None
         candidate, self._fast_candidate = self._fast_candidate, None
+        large, self._large_candidate = self._large_candidate, None
         self.fast = None
         if (
-            candidate is not None
-            and stateful
+            stateful
             and not leftovers
-            and not self.large
             and not self.fallback
-            and len(self.packed) == 1
-            and self.packed[0].whole
+            and len(self.packed) <= 1
+            and (candidate is not None) == bool(self.packed)
+            and (large is not None) == bool(self.large)
+            and len(self.packed[0].params if self.packed else ()) + len(self.large) == len(self.group_params)
         ):
-            self.fast = _Fast.make(self, self.packed[0], rule, h, candidate)
+            self.fast = _Fast.make(self, rule, h, candidate or [], large)
         start_compiles()
 
     # ------------------------------------------------------------------ large parameters: in place
@@ -508,28 +512,85 @@ class FlatPlan:
         for members in batches.values():
             operands = [self._large_operands(p, st) for p, _, st in members]
             hp = rule._scalars(h, operands[0][1])  # advances the first member's scalar state
-            rep = members[0][2]
-            run = runner(rule._update, hp, (operands[0][0], _real_flat(members[0][1]), dict(operands[0][1])))
-            launcher = getattr(run, "launcher", None)
-            if launcher is not None:  # the whole batch, cut in cache-sized items, in one call
-                table, owners = self._large_table(launcher, operands, tables)
-                grads = [g if g.is_contiguous() else g.contiguous() for _, g, _ in members]
-                run.many(table, owners, operands[0][1], grads)
-                bump([p for p, _, _ in members])
-            else:
-                for (p, g, st), (flat_p, seg) in zip(members, operands):
-                    run(flat_p, _real_flat(g.contiguous()), seg)
-                    for key in seg.created:  # entries the update made (SGD's first momentum buffer)
-                        st[key] = _unflat(seg[key], p)
-                        seg.created = []
-            if rule._finish is not None:
-                rule._finish(hp, operands[0][1])
-            if len(members) > 1:  # the others advance alike
-                for k in keys:
-                    if isinstance(rep.get(k), Tensor):
-                        others = [st[k] for _, _, st in members[1:]]
-                        torch._foreach_copy_(others, [rep[k]] * len(others))
+            run = self._apply_batch(rule, hp, members, operands, tables)
+            if len(batches) == 1 and not leftovers and len(members) == len(self.large) and run is not None:
+                self._large_candidate = (run, hp)  # the makings of a steady path
         return leftovers
+
+    def _apply_batch(
+        self,
+        rule: Any,
+        hp: Any,
+        members: list[tuple[Tensor, Tensor, dict[str, Any]]],
+        operands: list[tuple[Tensor, _Recorder]],
+        tables: dict[tuple[Any, ...], Any],
+    ) -> Bound | None:
+        """Update a batch of large parameters of equal scalar state, once its scalars ``hp`` are worked out (from
+        the first member's, which ``_finish`` then advances and the others copy).  Returns the bound kernel if it
+        ran through a launcher with nothing created."""
+        keys = self.scalar_keys
+        rep = members[0][2]
+        run = runner(rule._update, hp, (operands[0][0], _real_flat(members[0][1]), dict(operands[0][1])))
+        launcher = getattr(run, "launcher", None)
+        used = None
+        if launcher is not None:  # the whole batch, cut in cache-sized items, in one call
+            table, owners = self._large_table(launcher, operands, tables)
+            grads = [g if g.is_contiguous() else g.contiguous() for _, g, _ in members]
+            run.many(table, owners, operands[0][1], grads)
+            bump([p for p, _, _ in members])
+            used = None if operands[0][1].created else run
+        else:
+            for (p, g, st), (flat_p, seg) in zip(members, operands):
+                run(flat_p, _real_flat(g.contiguous()), seg)
+                for key in seg.created:  # entries the update made (SGD's first momentum buffer)
+                    st[key] = _unflat(seg[key], p)
+                    seg.created = []
+        if rule._finish is not None:
+            rule._finish(hp, operands[0][1])
+        if len(members) > 1:  # the others advance alike
+            for k in keys:
+                if isinstance(rep.get(k), Tensor):
+                    others = [st[k] for _, _, st in members[1:]]
+                    torch._foreach_copy_(others, [rep[k]] * len(others))
+        return used
+
+    def large_part(self, rule: Any) -> _Part | None:
+        """The large parameters as one part of a steady path (None if their state is not laid out alike).  Their
+        scalar state moves into flat buffers, an entry per parameter in order, each dict's entry a view of it (as
+        the packed parameters' is), so that ``_scalars`` on the first entry and one copy advance them all."""
+        states = [rule.state[p] for p in self.large]
+        rep = states[0]
+        keys = [k for k in self.scalar_keys if isinstance(rep.get(k), Tensor)]
+        for st in states:
+            if list(st) != list(rep):
+                return None
+            for k in keys:
+                v = st[k]
+                if not isinstance(v, Tensor) or v.dim() != 0 or v.dtype != rep[k].dtype or v.device != rep[k].device:
+                    return None
+        for k in keys:
+            buf = self.large_scalar.get(k)
+            if (
+                buf is None
+                or buf.numel() != len(states)
+                or buf.dtype != rep[k].dtype
+                or buf.device != rep[k].device
+                or any(st[k].data_ptr() != buf.data_ptr() + j * buf.element_size() for j, st in enumerate(states))
+            ):
+                buf = self.large_scalar[k] = torch.stack([st[k].detach() for st in states])
+                for j, st in enumerate(states):
+                    st[k] = buf[j]
+        operands = [self._large_operands(p, st) for p, st in zip(self.large, states)]
+        part = _Part(0, len(states), operands[0][1], keys, [self.large_scalar[k] for k in keys], operands[0][0])
+        part.members = states
+        part.table = functools.partial(self._steady_large_table, operands)
+        return part
+
+    def _steady_large_table(
+        self, operands: list[tuple[Tensor, _Recorder]], launcher: Any, seg: _Recorder
+    ) -> tuple[Tensor, Tensor]:
+        table, owners = self._large_table(launcher, operands, self.tables)
+        return table, self.large_index[owners].contiguous()
 
     def _large_table(
         self, launcher: Any, operands: list[tuple[Tensor, _Recorder]], previous: dict[tuple[Any, ...], Any]
@@ -757,54 +818,61 @@ def _same_number(a: Any, b: Any) -> bool:
 
 
 class _Fast:
-    """The steady step of a group whose parameters are all packed in one bucket (a model of many small tensors):
-    what a step of the general path works out again every time, kept.
+    """The steady step of a group whose parameters are all packed in one bucket (a model of many small tensors)
+    and/or large parameters of one batch (equal scalar state): what a step of the general path works out again
+    every time, kept.
 
     The general path's per-step checks and set-up cost ~1 ms of Python on 1000 small tensors, about as much as the
-    update itself, and right after a step (caches streamed away) each Python call and each torch op is slow.
-    Here one call of a C++ builtin (``launch.fast_function``) checks what the general path checks — the same
-    parameter objects, unmoved, each with a gradient the kernel can read in place, each state dict unchanged (its
-    version tag) — bumps the parameters' version counters, runs the kernel over a kept table and copies the
-    advanced scalar state to every parameter; the optimizer's state mapping, the bucket and the scalar buffers
-    are checked in O(1) beforehand (a dict version tag, a generation, tensor version counters).  What remains in
-    Python is the algorithm's ``_hyper`` and ``_scalars`` (on ``ScalarSlot``s over the flat scalar buffers: raw
-    memory, where a torch op on a 0-dim tensor costs ~100 µs after a step) and writing the kernel's numbers.
+    update itself, and ~1.5-2 ms on ResNet-50's 161 (7-10% of its step): right after a step (caches streamed away)
+    each Python call and each torch op is slow.  Here one call of a C++ builtin (``launch.fast_function``) checks
+    what the general path checks — the same parameter objects, unmoved, each with a gradient the kernel can read
+    in place, each state dict unchanged (its version tag) — bumps the parameters' version counters, runs the
+    kernels over kept tables and copies the advanced scalar state to every parameter; the optimizer's state
+    mapping, the bucket and the scalar buffers are checked in O(1) beforehand (a dict version tag, a generation,
+    tensor version counters).  What remains in Python is the algorithm's ``_hyper`` and ``_scalars`` (on
+    ``ScalarSlot``s over flat scalar buffers: raw memory, where a torch op on a 0-dim tensor costs ~100 µs after
+    a step) and writing the kernels' numbers.  The large parameters' scalar state moves into a flat buffer of its
+    own (``FlatPlan.large_scalar``) for that, as the packed parameters' already is.
 
     Anything else (a new parameter, a replaced state entry, a gradient missing or not readable in place, a
     rebinding, ``load_state_dict``) fails the check, and that step takes the general path, which builds the
-    steady path again when it applies.  Parameters whose scalar state differs (one skipped a step) are parts of
-    their own (up to ``MAX_PARTS``): each its own ``_scalars`` and driver call, within the one builtin call."""
+    steady path again when it applies.  Packed parameters whose scalar state differs (one skipped a step) are
+    parts of their own (up to ``MAX_PARTS``): each its own ``_scalars`` and driver call, within the one builtin
+    call; the large parameters are one more part."""
 
-    #: at most this many segments (runs of parameters with equal scalar state) on the steady path
+    #: at most this many parts (runs of parameters with equal scalar state) on the steady path
     MAX_PARTS = 8
 
-    def __init__(self, plan: FlatPlan, pk: _Packed, rule: Any, h: Any, segs: list[tuple[int, int, _Recorder]]) -> None:
+    def __init__(self, plan: FlatPlan, rule: Any, h: Any, parts: list[_Part]) -> None:
         self.plan = plan
-        self.pk = pk
+        self.pk = plan.packed[0] if plan.packed else None
         self.fn = fast_function()
         self.state_map = rule.state
-        self.generation = pk.generation
-        n = len(pk.params)
-        self.versions = torch.tensor(pk.versions, dtype=torch.int64)
+        self.generation = self.pk.generation if self.pk is not None else 0
+        # Everything per parameter is in the group's order: the builtin walks group["params"] against it.
+        self.expected = list(plan.group_params)
+        self.dicts = [rule.state[p] for p in self.expected]
+        n = len(self.expected)
+        self.versions = torch.tensor(list(map(_dict_version, self.dicts)), dtype=torch.int64)
+        self.param_ptrs = torch.tensor([p.data_ptr() for p in self.expected], dtype=torch.int64)
         self.grad_ptrs = torch.zeros(n, dtype=torch.int64)
         self.scratch = torch.zeros(2 * n, dtype=torch.int64)
-        self.scalar_keys = [k for k in pk.scalar_state if k in (pk.layout[0] or ())]
-        self.parts = [_Part(a, b, seg) for a, b, seg in segs]
-        self.broadcasts = [(pk.scalar_state[k], part.a, part.b) for part in self.parts for k in self.scalar_keys]
-        self.base = fast_spec(self.versions, pk.ptrs, self.grad_ptrs, self.scratch, broadcasts=self.broadcasts)
+        self.parts = parts
+        self.broadcasts = [(buf, part.a, part.b) for part in parts for buf in part.buffers]
+        self.base = fast_spec(self.versions, self.param_ptrs, self.grad_ptrs, self.scratch, broadcasts=self.broadcasts)
         self.base_address = self.base.data_ptr()
         self.specs: dict[tuple[Any, ...], tuple[Tensor, int]] = {}  # by the parts' signatures
-        for part in self.parts:
-            part.slot_seg = self._slots(rule, h, part.seg) if self.scalar_keys else None
-            part.slots = [part.slot_seg[k] for k in self.scalar_keys] if part.slot_seg is not None else []
-        self.all_slots = all(part.slot_seg is not None for part in self.parts)
+        for part in parts:
+            part.slot_seg = self._slots(rule, h, part.seg, part.keys) if part.keys else None
+            part.slots = [part.slot_seg[k] for k in part.keys] if part.slot_seg is not None else []
+        self.all_slots = all(part.slot_seg is not None for part in parts if part.keys)
         self.remember(rule)
 
-    def _slots(self, rule: Any, h: Any, seg: _Recorder) -> _Recorder | None:
-        """``seg`` with ``ScalarSlot``s over the rep's scalar entries, if running ``_scalars`` and ``_finish`` on
-        slots gives bitwise the tensors' results for this algorithm and configuration (checked over a few steps
-        on copies); else None (tensors it is)."""
-        keys = self.scalar_keys
+    @staticmethod
+    def _slots(rule: Any, h: Any, seg: _Recorder, keys: list[str]) -> _Recorder | None:
+        """``seg`` with ``ScalarSlot``s over the rep's scalar entries ``keys``, if running ``_scalars`` and
+        ``_finish`` on slots gives bitwise the tensors' results for this algorithm and configuration (checked over
+        a few steps on copies); else None (tensors it is)."""
         if any(seg[k].dtype not in _CELLS for k in keys):
             return None
 
@@ -831,16 +899,40 @@ class _Fast:
 
     @classmethod
     def make(
-        cls, plan: FlatPlan, pk: _Packed, rule: Any, h: Any, used: list[tuple[int, int, Bound, _Recorder, Any]]
+        cls,
+        plan: FlatPlan,
+        rule: Any,
+        h: Any,
+        used: list[tuple[int, int, Bound, _Recorder, Any]],
+        large: tuple[Bound, Any] | None,
     ) -> _Fast | None:
-        """The steady path of ``plan`` from the step just run (``used``: each segment's range, kernel, state and
-        scalars), or None where it does not apply."""
-        if fast_function() is None or _dict_version is None or pk.versions is None or not pk.complete:
+        """The steady path of ``plan`` from the step just run (``used``: each packed segment's range, kernel,
+        state and scalars; ``large``: the large parameters' kernel and scalars), or None where it does not apply."""
+        if fast_function() is None or _dict_version is None:
             return None
-        if not pk.one_layout() or len(used) > cls.MAX_PARTS:
+        pk = plan.packed[0] if plan.packed else None
+        if pk is not None and (not pk.complete or not pk.one_layout()):
             return None
-        fast = cls(plan, pk, rule, h, [(a, b, seg) for a, b, _, seg, _ in used])
-        for part, (_, _, run, _, hp) in zip(fast.parts, used):
+        if len(used) + (large is not None) > cls.MAX_PARTS:
+            return None
+        parts = []
+        if pk is not None:
+            keys = [k for k in pk.scalar_state if k in (pk.layout[0] or ())]
+            position = plan.slice_index[0]
+            for a, b, _, seg, _ in used:
+                lo, hi = pk.offsets[a] * pk.factor, pk.offsets[b] * pk.factor
+                part = _Part(a, b, seg, keys, [pk.scalar_state[k] for k in keys], pk.real_flat[lo:hi])
+                part.table = functools.partial(_packed_table, pk, position, a, b, pk.real_flat[lo:hi])
+                parts.append(part)
+        if large is not None:
+            part = plan.large_part(rule)
+            if part is None:
+                return None
+            parts.append(part)
+        fast = cls(plan, rule, h, parts)
+        runs = [run for _, _, run, _, _ in used] + ([large[0]] if large is not None else [])
+        hps = [hp for _, _, _, _, hp in used] + ([large[1]] if large is not None else [])
+        for part, run, hp in zip(fast.parts, runs, hps):
             entry = part.entries[hyper_signature(hp)] = fast.add(part, run)
             if entry is None:
                 return None
@@ -849,7 +941,7 @@ class _Fast:
     def remember(self, rule: Any) -> None:
         """Note what the step left: the state mapping's version, the scalar buffers' version counters."""
         self.state_version = _dict_version(rule.state)
-        self.scalar_versions = [(buf, buf._version) for buf in self.pk.scalar_state.values()]
+        self.scalar_versions = [(buf, buf._version) for part in self.parts for buf in part.buffers]
 
     def add(self, part: _Part, run: Bound) -> tuple[list[int], Any, list[str], Any] | None:
         """The driver call of ``run``'s kernel over ``part``, its numbers in a buffer of ours: the launch fields,
@@ -858,12 +950,9 @@ class _Fast:
         launcher = run.launcher
         if launcher is None or kernel.tensors:
             return None
-        pk, seg = self.pk, part.seg
+        seg = part.seg
         numbers = torch.zeros(max(len(kernel.numbers), 1), dtype=torch.float64)
-        lo, hi = pk.offsets[part.a] * pk.factor, pk.offsets[part.b] * pk.factor
-        table, owners = pk.table(launcher, part.a, part.b, [pk.real_flat[lo:hi], None, *seg.values()])
-        # the table's rows own gradients 0..b-a-1 of their segment: they read grad_ptrs from entry a on
-        owners = owners + part.a
+        table, owners = part.table(launcher, seg)  # owners: the rows' parameters, as positions in the group
         shared = launcher.shared([None, None, *seg.values(), numbers])
         values = (ctypes.c_double * numbers.numel()).from_address(numbers.data_ptr())
         return launcher.launch_fields(table, owners, shared), values, kernel.numbers, (numbers, table, owners, shared)
@@ -873,7 +962,7 @@ class _Fast:
         kept = self.specs.get(sigs)
         if kept is None:
             launches = [entry[0] for entry in entries]
-            spec = fast_spec(self.versions, self.pk.ptrs, self.grad_ptrs, self.scratch, launches, self.broadcasts)
+            spec = fast_spec(self.versions, self.param_ptrs, self.grad_ptrs, self.scratch, launches, self.broadcasts)
             kept = self.specs[sigs] = (spec, spec.data_ptr())
         return kept[1]
 
@@ -882,7 +971,7 @@ class _Fast:
         return (
             rule.state is self.state_map
             and _dict_version(self.state_map) == self.state_version
-            and self.pk.generation == self.generation
+            and (self.pk is None or self.pk.generation == self.generation)
             and all(buf._version == v for buf, v in self.scalar_versions)
         )
 
@@ -890,16 +979,15 @@ class _Fast:
         """Check this step's gradients (and bump the versions if ``do_bump``) ahead of ``run``."""
         if not self.unchanged(rule):
             return False
-        pk = self.pk
         what = CHECK | BUMP if do_bump else CHECK
         threads = torch.get_num_threads()
-        return self.fn(group["params"], pk.params, pk.packed_states, self.base_address, what, threads) == 0
+        return self.fn(group["params"], self.expected, self.dicts, self.base_address, what, threads) == 0
 
     def _scalars(self, rule: Any, h: Any, slots: bool) -> tuple[list[Any], list[Any], list[Any]]:
         """Every part's scalars, signature and kept entry (None where a part has no entry for its signature)."""
         hps, sigs, entries = [], [], []
         for part in self.parts:
-            hp = rule._scalars(h, part.slot_seg if slots else part.seg)
+            hp = rule._scalars(h, part.slot_seg if slots and part.slot_seg is not None else part.seg)
             sig = hyper_signature(hp)
             hps.append(hp)
             sigs.append(sig)
@@ -914,7 +1002,6 @@ class _Fast:
             return False
         saved = [s.item() for part in self.parts for s in part.slots]
         hps, sigs, entries = self._scalars(rule, rule._hyper(group), True)
-        pk = self.pk
         finish = rule._finish
         code = -1
         if None not in entries:
@@ -922,7 +1009,7 @@ class _Fast:
                 values[:] = [float(hp[k]) for k in keys] or [0.0]
             address = self._spec(tuple(sigs), entries)
             what = CHECK | BUMP | LAUNCH if finish is not None else CHECK | BUMP | LAUNCH | BROADCAST
-            code = self.fn(group["params"], pk.params, pk.packed_states, address, what, torch.get_num_threads())
+            code = self.fn(group["params"], self.expected, self.dicts, address, what, torch.get_num_threads())
         if code != 0:
             for s, value in zip((s for part in self.parts for s in part.slots), saved):
                 s.copy_(value)
@@ -931,31 +1018,38 @@ class _Fast:
             return False
         if finish is not None:
             for part, hp in zip(self.parts, hps):
-                finish(hp, part.slot_seg)
-            self.fn(pk.params, pk.params, pk.packed_states, self.base_address, BROADCAST, 1)
+                finish(hp, part.slot_seg if part.slot_seg is not None else part.seg)
+            self.fn(self.expected, self.expected, self.dicts, self.base_address, BROADCAST, 1)
         return True
 
     def run(self, rule: Any, h: Any, bumped: bool) -> bool:
         """The step (after a passing ``check``); False if it had to take the general path for the update (a
         static hyperparameter changed a kernel), which it then did."""
-        pk = self.pk
         slots = self.all_slots
         hps, sigs, entries = self._scalars(rule, h, slots)
         for i, (part, hp, sig) in enumerate(zip(self.parts, hps, sigs)):
             if entries[i] is None:
-                bound = runner(rule._update, hp, (pk.real_flat, pk.real_flat, dict(part.seg)))
+                bound = runner(rule._update, hp, (part.example, part.example, dict(part.seg)))
                 entries[i] = self.add(part, bound) if isinstance(bound, Bound) else None
                 if entries[i] is not None:
                     part.entries[sig] = entries[i]
-        if None in entries:  # a kernel still compiling: every part the general way, over the gathered gradients
+        if None in entries:  # a kernel still compiling: every part the general way
             plan = self.plan
             plan._grads = None
             for part, hp in zip(self.parts, hps):
-                a, b = part.a, part.b
-                gather = functools.partial(plan._gather, pk, plan.grads, a, b)
-                plan._apply_segment(rule, pk, a, b, part.seg, hp, self.grad_ptrs[a:b], gather)
+                if part.members is not None:  # the large parameters
+                    members = [(p, p.grad, st) for p, st in zip(plan.large, part.members)]
+                    operands = [plan._large_operands(p, st) for p, _, st in members]
+                    plan._apply_batch(rule, hp, members, operands, plan.tables)
+                    continue
+                pk, a, b = self.pk, part.a, part.b
+                assert pk is not None
+                where = plan.slices[0]
+                grads = [plan.grads[i] for i in where]
+                gather = functools.partial(plan._gather, pk, grads, a, b)
+                plan._apply_segment(rule, pk, a, b, part.seg, hp, self.grad_ptrs[plan.slice_index[0][a:b]], gather)
             if not bumped:
-                bump(pk.params)
+                bump(self.expected)
             plan._grads = None
             start_compiles()
             return False
@@ -963,27 +1057,40 @@ class _Fast:
             values[:] = [float(hp[k]) for k in keys] or [0.0]
         address = self._spec(tuple(sigs), entries)
         what = LAUNCH if bumped else LAUNCH | BUMP
-        self.fn(pk.params, pk.params, pk.packed_states, address, what, torch.get_num_threads())
+        self.fn(self.expected, self.expected, self.dicts, address, what, torch.get_num_threads())
         if rule._finish is not None:
             for part, hp in zip(self.parts, hps):
-                rule._finish(hp, part.slot_seg if slots else part.seg)
-        self.fn(pk.params, pk.params, pk.packed_states, address, BROADCAST, 1)  # every member advanced alike
+                rule._finish(hp, part.slot_seg if slots and part.slot_seg is not None else part.seg)
+        self.fn(self.expected, self.expected, self.dicts, address, BROADCAST, 1)  # every member advanced alike
         if not slots:  # the tensor ops moved the buffers' version counters
             self.remember(rule)
         return True
 
 
+def _packed_table(
+    pk: _Packed, position: Tensor, a: int, b: int, param: Tensor, launcher: Any, seg: _Recorder
+) -> tuple[Tensor, Tensor]:
+    """A steady part's launch table over packed parameters a..b-1, its rows' owners as positions in the group."""
+    table, owners = pk.table(launcher, a, b, [param, None, *seg.values()])
+    return table, position[owners + a].contiguous()
+
+
 class _Part:
-    """One segment of a steady path: parameters a..b-1, whose scalar state is equal (one ``_scalars`` call, one
-    driver call); ``entries``: its kernels' driver calls, by signature."""
+    """One part of a steady path: parameters a..b-1 of its scalar buffers (``buffers``, one per scalar key in
+    ``keys``), whose scalar state is equal (one ``_scalars`` call, one driver call); ``seg``: the rep's state
+    as the kernel takes it; ``table(launcher, seg)``: its launch table; ``members``: the large parameters' state
+    dicts (None for packed ones); ``entries``: its kernels' driver calls, by signature."""
 
-    __slots__ = ("a", "b", "entries", "seg", "slot_seg", "slots")
+    __slots__ = ("a", "b", "buffers", "entries", "example", "keys", "members", "seg", "slot_seg", "slots", "table")
 
-    def __init__(self, a: int, b: int, seg: _Recorder) -> None:
+    def __init__(self, a: int, b: int, seg: _Recorder, keys: list[str], buffers: list[Tensor], example: Tensor) -> None:
         self.a, self.b, self.seg = a, b, seg
+        self.keys, self.buffers, self.example = keys, buffers, example
         self.entries: dict[tuple[Any, ...], tuple[list[int], Any, list[str], Any] | None] = {}
         self.slot_seg: _Recorder | None = None
         self.slots: list[ScalarSlot] = []
+        self.members: list[dict[str, Any]] | None = None
+        self.table: Callable[[Any, _Recorder], tuple[Tensor, Tensor]] | None = None
 
 
 def _unflat(t: Tensor, like: Tensor) -> Tensor:
