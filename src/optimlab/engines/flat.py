@@ -863,9 +863,10 @@ class _Fast:
         self.base_address = self.base.data_ptr()
         self.specs: dict[tuple[Any, ...], tuple[Tensor, int]] = {}  # by the parts' signatures
         for part in parts:
-            part.slot_seg = self._slots(rule, h, part.seg, part.keys) if part.keys else None
+            # a part without scalar state (SGD) has nothing to put on slots: its own entries serve
+            part.slot_seg = self._slots(rule, h, part.seg, part.keys) if part.keys else part.seg
             part.slots = [part.slot_seg[k] for k in part.keys] if part.slot_seg is not None else []
-        self.all_slots = all(part.slot_seg is not None for part in parts if part.keys)
+        self.all_slots = all(part.slot_seg is not None for part in parts)
         self.remember(rule)
 
     @staticmethod
@@ -922,7 +923,7 @@ class _Fast:
             for a, b, _, seg, _ in used:
                 lo, hi = pk.offsets[a] * pk.factor, pk.offsets[b] * pk.factor
                 part = _Part(a, b, seg, keys, [pk.scalar_state[k] for k in keys], pk.real_flat[lo:hi])
-                part.table = functools.partial(_packed_table, pk, position, a, b, pk.real_flat[lo:hi])
+                part.table = functools.partial(_packed_table, pk, position, a, b, part.example)
                 parts.append(part)
         if large is not None:
             part = plan.large_part(rule)
@@ -987,7 +988,7 @@ class _Fast:
         """Every part's scalars, signature and kept entry (None where a part has no entry for its signature)."""
         hps, sigs, entries = [], [], []
         for part in self.parts:
-            hp = rule._scalars(h, part.slot_seg if slots and part.slot_seg is not None else part.seg)
+            hp = rule._scalars(h, part.slot_seg if slots else part.seg)
             sig = hyper_signature(hp)
             hps.append(hp)
             sigs.append(sig)
@@ -1018,7 +1019,7 @@ class _Fast:
             return False
         if finish is not None:
             for part, hp in zip(self.parts, hps):
-                finish(hp, part.slot_seg if part.slot_seg is not None else part.seg)
+                finish(hp, part.slot_seg)
             self.fn(self.expected, self.expected, self.dicts, self.base_address, BROADCAST, 1)
         return True
 
@@ -1034,18 +1035,17 @@ class _Fast:
                 if entries[i] is not None:
                     part.entries[sig] = entries[i]
         if None in entries:  # a kernel still compiling: every part the general way
-            plan = self.plan
+            plan, pk = self.plan, self.pk
             plan._grads = None
+            grads = [plan.grads[i] for i in plan.slices[0]] if pk is not None else []  # the bucket's, in its order
             for part, hp in zip(self.parts, hps):
                 if part.members is not None:  # the large parameters
                     members = [(p, p.grad, st) for p, st in zip(plan.large, part.members)]
                     operands = [plan._large_operands(p, st) for p, _, st in members]
                     plan._apply_batch(rule, hp, members, operands, plan.tables)
                     continue
-                pk, a, b = self.pk, part.a, part.b
                 assert pk is not None
-                where = plan.slices[0]
-                grads = [plan.grads[i] for i in where]
+                a, b = part.a, part.b
                 gather = functools.partial(plan._gather, pk, grads, a, b)
                 plan._apply_segment(rule, pk, a, b, part.seg, hp, self.grad_ptrs[plan.slice_index[0][a:b]], gather)
             if not bumped:
@@ -1060,7 +1060,7 @@ class _Fast:
         self.fn(self.expected, self.expected, self.dicts, address, what, torch.get_num_threads())
         if rule._finish is not None:
             for part, hp in zip(self.parts, hps):
-                rule._finish(hp, part.slot_seg if slots and part.slot_seg is not None else part.seg)
+                rule._finish(hp, part.slot_seg if slots else part.seg)
         self.fn(self.expected, self.expected, self.dicts, address, BROADCAST, 1)  # every member advanced alike
         if not slots:  # the tensor ops moved the buffers' version counters
             self.remember(rule)
