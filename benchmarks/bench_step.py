@@ -365,6 +365,31 @@ def measure_bandwidth(buffer_mb: int, rounds: int, rng: random.Random) -> dict[s
     return {"buffer_mb": buffer_mb, "rounds": rounds, "threads": torch.get_num_threads(), "kernels": kernels}
 
 
+class FloorKernel:
+    """One in-place bandwidth kernel over three buffers of ``buffer_mb`` MiB, kept for a whole run: calling it runs
+    the kernel once and returns the GB/s it reached (the floor measured beside every case, see ``time_case``)."""
+
+    def __init__(self, name: str, buffer_mb: int) -> None:
+        self.name = name
+        self.fn, self.bytes_per_element, _ = BANDWIDTH_KERNELS[name]
+        n = buffer_mb * 2**20 // 4
+        gen = torch.Generator().manual_seed(2)
+        self.buffers = [torch.empty(n).uniform_(-1, 1, generator=gen) for _ in range(3)]
+        self.nbytes = self.bytes_per_element * n
+        self()
+
+    def __call__(self) -> float:
+        t0 = time.perf_counter()
+        self.fn(*self.buffers)
+        return self.nbytes / (time.perf_counter() - t0) / 1e9
+
+
+def best_in_place(measurement: dict[str, Any]) -> str:
+    """The in-place kernel with the highest median GB/s in one ``measure_bandwidth`` result."""
+    in_place = {n: k["median_gbps"] for n, k in measurement["kernels"].items() if k["in_place"]}
+    return max(in_place, key=in_place.__getitem__)
+
+
 def combine_bandwidth(measurements: list[dict[str, Any]]) -> dict[str, Any]:
     """Pool several bandwidth measurements (before and after the timings) into the floor bandwidth.
 
@@ -429,11 +454,15 @@ def time_case(
     warmup: int,
     rng: random.Random,
     log: Callable[[str], None],
+    floor: Callable[[], float] | None = None,
 ) -> list[dict[str, Any]]:
     """Time ``step()`` of every variant of one algorithm on one parameter set, interleaved.
 
     Every variant owns a copy of ``base`` as its parameters; all share the (read-only) gradients, which alternate
-    between ``grad_sets`` from step to step so nothing can be cached across steps.
+    between ``grad_sets`` from step to step so nothing can be cached across steps.  ``floor`` (GB/s of one run of
+    the floor kernel) runs once per timed round too, at a random place among the variants: the floor this case's
+    ratios are taken against is measured in the same minutes as its steps (a shared machine's memory bandwidth
+    drifts by 20% or more over a long run).
     """
     running: list[_Running] = []
     results: list[dict[str, Any]] = []
@@ -459,7 +488,8 @@ def time_case(
         _record_warnings(caught, r.warnings)
     active = [r for r in running if r.status == "ok"]
     n_warm = max(warmup, algo.min_warmup)
-    order = list(active)
+    order: list[_Running | None] = [*active, *([None] if floor is not None else [])]  # None: the floor kernel
+    floor_gbps: list[float] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for rnd in range(1, n_warm + steps):
@@ -468,6 +498,12 @@ def time_case(
             rng.shuffle(order)
             with gc_paused():
                 for r in order:
+                    if r is None:
+                        assert floor is not None
+                        gbps = floor()
+                        if timed:
+                            floor_gbps.append(gbps)
+                        continue
                     if r.status != "ok":
                         continue
                     attach_grads(r.params, grads)
@@ -485,6 +521,9 @@ def time_case(
         _record_warnings(caught, r.warnings)
     for r in running:
         entry: dict[str, Any] = {"set": pset.name, "algo": algo.name, "variant": r.variant, "status": r.status}
+        if floor_gbps:
+            entry["floor_beside_gbps"] = statistics.median(floor_gbps)
+            entry["floor_beside_samples"] = len(floor_gbps)
         if r.note:
             entry["note"] = r.note
         if r.warnings:
@@ -779,15 +818,21 @@ def machine_info() -> dict[str, Any]:
 
 
 def derive(doc: dict[str, Any]) -> None:
-    """Fill floors, ratios to the floor, optimlab-vs-torch comparisons and the issue's targets into ``doc``."""
+    """Fill floors, ratios to the floor, optimlab-vs-torch comparisons and the issue's targets into ``doc``.
+
+    A case's floor is its bytes over the floor bandwidth measured beside it, in its own rounds, where there is one
+    (``floor_beside_gbps``); else over the run's (measured before and after the timings).  Both ratios are kept.
+    """
     floor_bw = doc["bandwidth"]["floor_gbps"] * 1e9
     sizes = doc["param_sets"]
     by_key: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     for c in doc["cases"]:
         nbytes = doc["bytes_per_param"][c["algo"]]["bytes"] * sizes[c["set"]]["params"]
-        c["floor_s"] = nbytes / floor_bw
+        c["floor_run_s"] = nbytes / floor_bw
+        c["floor_s"] = nbytes / (c["floor_beside_gbps"] * 1e9) if c.get("floor_beside_gbps") else c["floor_run_s"]
         if c["status"] == "ok":
             c["ratio_to_floor"] = c["median_s"] / c["floor_s"]
+            c["ratio_to_run_floor"] = c["median_s"] / c["floor_run_s"]
         by_key.setdefault((c["set"], c["algo"]), {})[c["variant"]] = c
 
     def med(row: dict[str, dict[str, Any]], v: str) -> float | None:
@@ -1001,9 +1046,15 @@ def format_tables(doc: dict[str, Any]) -> str:
         for name in bw["measurements"][0]["kernels"]
     }
     lines.append(
-        f"floor bandwidth {bw['floor_gbps']:.1f} GB/s ({bw['floor_kernel']}); all kernels, GB/s: "
-        + ", ".join(f"{k} {v:.1f}" for k, v in pooled.items())
+        f"run's floor bandwidth {bw['floor_gbps']:.1f} GB/s ({bw['floor_kernel']}, before and after the timings); "
+        "all kernels, GB/s: " + ", ".join(f"{k} {v:.1f}" for k, v in pooled.items())
     )
+    beside = doc["config"].get("floor_beside")
+    if beside:
+        lines.append(
+            f"each case's floor: its bytes over the GB/s of {beside['kernel']} on {beside['buffer_mb']} MiB buffers, "
+            "run in the same rounds as its steps (column GB/s)"
+        )
     variants = doc["config"]["variants"]
     cases = {(c["set"], c["algo"], c["variant"]): c for c in doc["cases"]}
     comps = {(c["set"], c["algo"]): c for c in doc["comparisons"]}
@@ -1014,14 +1065,16 @@ def format_tables(doc: dict[str, Any]) -> str:
             f"== {set_name}: {ps['tensors']} tensors, {ps['params'] / 1e6:.2f}M params == "
             "median step ms (x floor), IQR as % of median"
         )
-        head = f"{'algo':9} {'B/p':>3} {'floor':>7} |" + "".join(f" {_SHORT[v]:>22}" for v in variants)
+        head = f"{'algo':9} {'B/p':>3} {'GB/s':>5} {'floor':>7} |" + "".join(f" {_SHORT[v]:>22}" for v in variants)
         head += " | fused speedup vs: torch fused / foreach / best torch | others' CPU"
         lines.append(head)
         for algo in doc["config"]["algos"]:
             if (set_name, algo, variants[0]) not in cases and not any((set_name, algo, v) in cases for v in variants):
                 continue
             any_case = next(cases[(set_name, algo, v)] for v in variants if (set_name, algo, v) in cases)
-            row = f"{algo:9} {doc['bytes_per_param'][algo]['bytes']:>3} {_ms(any_case['floor_s']):>7} |"
+            gbps = any_case.get("floor_beside_gbps")
+            gbps_cell = f"{gbps:.1f}" if gbps else "-"
+            row = f"{algo:9} {doc['bytes_per_param'][algo]['bytes']:>3} {gbps_cell:>5} {_ms(any_case['floor_s']):>7} |"
             for v in variants:
                 c = cases.get((set_name, algo, v))
                 if c is None:
@@ -1272,6 +1325,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     bw_measurements = [measure_bandwidth(bandwidth_mb, bw_rounds, rng)]
 
     if "steady" in phases:
+        floor = FloorKernel(best_in_place(bw_measurements[0]), bandwidth_mb)
+        doc["config"]["floor_beside"] = {"kernel": floor.name, "buffer_mb": bandwidth_mb}
         for set_name in sets:
             pset = psets[set_name]
             steps = args.steps or (QUICK_STEPS if args.quick else DEFAULT_STEPS)[set_name]
@@ -1292,7 +1347,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     f"{steps} timed rounds"
                 )
                 meter = OtherCpu()
-                new_cases = time_case(pset, base, grad_sets, algo, variants, steps, warmup, rng, log)
+                new_cases = time_case(pset, base, grad_sets, algo, variants, steps, warmup, rng, log, floor)
                 busy = meter.measure()
                 for c in new_cases:
                     if busy is not None:
@@ -1304,6 +1359,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     notes.append(f"{set_name}/{algo.name}: an optimizer modified the gradients in place")
             del base, grad_sets, grads_a, grads_b
             gc.collect()
+        del floor
+        gc.collect()
         bw_measurements.append(measure_bandwidth(bandwidth_mb, bw_rounds, rng))
 
     if "first_step" in phases or "memory" in phases:

@@ -117,9 +117,17 @@ def test_steady_phase_end_to_end(
             assert c["status"] == "ok", c
         if c["status"] == "ok":
             assert c["n"] == 3 and c["params_finite"]
-            floor = doc["bytes_per_param"][algo]["bytes"] * 314 / (doc["bandwidth"]["floor_gbps"] * 1e9)
-            assert c["floor_s"] == pytest.approx(floor)
-            assert c["ratio_to_floor"] == pytest.approx(c["median_s"] / floor)
+            nbytes = doc["bytes_per_param"][algo]["bytes"] * 314
+            # the floor measured beside the case, one run of its kernel per timed round
+            assert c["floor_beside_samples"] == 3 and c["floor_beside_gbps"] > 0
+            assert c["floor_s"] == pytest.approx(nbytes / (c["floor_beside_gbps"] * 1e9))
+            assert c["ratio_to_floor"] == pytest.approx(c["median_s"] / c["floor_s"])
+            run_floor = nbytes / (doc["bandwidth"]["floor_gbps"] * 1e9)  # the run's, kept beside it
+            assert c["floor_run_s"] == pytest.approx(run_floor)
+            assert c["ratio_to_run_floor"] == pytest.approx(c["median_s"] / run_floor)
+    first = doc["bandwidth"]["measurements"][0]["kernels"]
+    in_place = {name: k["median_gbps"] for name, k in first.items() if k["in_place"]}
+    assert doc["config"]["floor_beside"] == {"kernel": max(in_place, key=in_place.__getitem__), "buffer_mb": 4}
     comp = {c["algo"]: c for c in doc["comparisons"]}
     assert comp["AdamW"]["best_torch"] in ("torch", "torch_foreach", "torch_fused")
     if cases[("AdamW", "optimlab_fused")]["status"] == "ok":
