@@ -881,3 +881,56 @@ def test_steady_state_with_large_params_hands_over(
         for p, q in zip(params, copies):
             torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
         assert_states_same(opt, fused, exact=False, where=type(opt).__module__, rtol=1e-4, atol=1e-5)
+
+
+def test_a_background_compile_leaves_other_threads_not_compiling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch sets ``is_compiling()`` process-wide for a compile session.  Ours run in a thread of their own while
+    training goes on: the training thread must not see it (its code, and torch.optim's, branch on it: RAdam with
+    foreach=True failed with a list mixing tensors and floats)."""
+    import threading
+    import time
+
+    from torch._dynamo.callback import callback_handler
+
+    from optimlab.engines import compiled
+
+    monkeypatch.setenv("OPTIMLAB_COMPILE", "async")
+    monkeypatch.setattr(compiled, "_kernels", {})  # compile afresh (Inductor's disk cache keeps it quick)
+    monkeypatch.setattr(compiled, "_failed", set())
+    in_session = threading.Event()
+
+    def started(args: Any) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            in_session.set()
+
+    def ended(args: Any) -> None:
+        in_session.clear()
+
+    callback_handler.register_start_callback(started)
+    callback_handler.register_end_callback(ended)
+    try:
+        p = torch.randn(64, requires_grad=True)
+        p.grad = torch.randn(64)
+        optimlab.RAdam([p], fused=True).step()  # queues the compile and starts it at the step's end
+        seen_in_session = []
+        deadline = time.monotonic() + 600
+        while compiled._pending and time.monotonic() < deadline:
+            if in_session.is_set():
+                seen_in_session.append(torch.compiler.is_compiling())
+            time.sleep(0.0005)
+        assert compiled.wait_for_compiles(timeout=600)
+    finally:
+        callback_handler.remove_start_callback(started)
+        callback_handler.remove_end_callback(ended)
+    assert seen_in_session, "never looked while the compile session ran"
+    assert not any(seen_in_session)
+    assert not torch.compiler.is_compiling()
+    # a session of any other thread (the user's torch.compile) still sets it, as torch does
+    flags: list[bool] = []
+
+    def backend(gm: torch.fx.GraphModule, inputs: list[Any]) -> Any:
+        flags.append(torch.compiler.is_compiling())  # real Python inside the session, not traced
+        return gm
+
+    torch.compile(lambda x: x + 1, backend=backend)(torch.zeros(1))
+    assert flags == [True]

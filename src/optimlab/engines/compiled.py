@@ -25,6 +25,7 @@ once.
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import os
 import sys
@@ -311,6 +312,7 @@ def kernel_for(
     with _lock:
         if key not in _kernels and key not in _failed and key not in _pending:
             small = _small_like(example, WARM_UP_SIZE)  # made here: the caller's operands may change meanwhile
+            _keep_compile_sessions_to_their_thread()
             thread = threading.Thread(
                 target=_compile, args=(update, hyper_type, dict(h), key, small), daemon=True, name="optimlab-compile"
             )
@@ -330,6 +332,34 @@ def kernel_for(
     return _kernels.get(key)
 
 
+_this_thread = threading.local()  # .compiling: the thread is running one of our compiles
+
+
+def _keep_compile_sessions_to_their_thread() -> None:
+    """Keep ``torch.compiler.is_compiling()`` False in every other thread while one of our background compiles runs.
+
+    For a compile session torch sets a process-wide flag (``torch.compiler._compile_session_context``), so while
+    our kernel compiled in its thread, the training thread saw ``is_compiling()`` True for seconds: its own code
+    (and this package's ``_get_value``) took compiled-only branches, and torch.optim's ``RAdam(foreach=True)``
+    failed (its bias corrections became a list mixing tensors and floats).  Sessions of other threads (the
+    user's ``torch.compile``) still set the flag as before; ours, tracing plain tensors through Dynamo, which
+    folds ``is_compiling()`` to True itself, do not need it."""
+    original = getattr(torch.compiler, "_compile_session_context", None)
+    if original is None or getattr(original, "optimlab", False):
+        return
+
+    @contextlib.contextmanager
+    def session() -> Any:
+        if getattr(_this_thread, "compiling", False):
+            yield
+        else:
+            with original():
+                yield
+
+    session.optimlab = True  # type: ignore[attr-defined]
+    torch.compiler._compile_session_context = session
+
+
 def start_compiles() -> None:
     """Start the background compiles requested during a step, once the step is done: tracing holds the GIL, and
     the step's own eager work would wait for it."""
@@ -344,6 +374,7 @@ def _compile(
     key: tuple[Any, ...],
     example: tuple[Tensor, Tensor, dict[str, Tensor]],
 ) -> None:
+    _this_thread.compiling = True
     try:
         run, numbers, tensors = _generate(
             update, hyper_type, h, example[2], _used_keys(update, hyper_type, h, example), len(_kernels) + len(_failed)
@@ -385,6 +416,7 @@ def _compile(
             "cache-sized chunks instead (slower). Set OPTIMLAB_COMPILE=0 to skip compiling."
         )
     finally:
+        _this_thread.compiling = False
         _pending.pop(key, None)
 
 
