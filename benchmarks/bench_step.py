@@ -365,29 +365,28 @@ def measure_bandwidth(buffer_mb: int, rounds: int, rng: random.Random) -> dict[s
     return {"buffer_mb": buffer_mb, "rounds": rounds, "threads": torch.get_num_threads(), "kernels": kernels}
 
 
-class FloorKernel:
-    """One in-place bandwidth kernel over three buffers of ``buffer_mb`` MiB, kept for a whole run: calling it runs
-    the kernel once and returns the GB/s it reached (the floor measured beside every case, see ``time_case``)."""
+class FloorKernels:
+    """The in-place bandwidth kernels over three buffers of ``buffer_mb`` MiB, kept for a whole run: calling it runs
+    each kernel once, in random order, and returns the GB/s each reached (the floor measured beside every case,
+    see ``time_case``)."""
 
-    def __init__(self, name: str, buffer_mb: int) -> None:
-        self.name = name
-        self.fn, self.bytes_per_element, _ = BANDWIDTH_KERNELS[name]
-        n = buffer_mb * 2**20 // 4
+    def __init__(self, buffer_mb: int, rng: random.Random) -> None:
+        self.names = [name for name, (_, _, in_place) in BANDWIDTH_KERNELS.items() if in_place]
+        self.n = buffer_mb * 2**20 // 4
         gen = torch.Generator().manual_seed(2)
-        self.buffers = [torch.empty(n).uniform_(-1, 1, generator=gen) for _ in range(3)]
-        self.nbytes = self.bytes_per_element * n
+        self.buffers = [torch.empty(self.n).uniform_(-1, 1, generator=gen) for _ in range(3)]
+        self.rng = rng
         self()
 
-    def __call__(self) -> float:
-        t0 = time.perf_counter()
-        self.fn(*self.buffers)
-        return self.nbytes / (time.perf_counter() - t0) / 1e9
-
-
-def best_in_place(measurement: dict[str, Any]) -> str:
-    """The in-place kernel with the highest median GB/s in one ``measure_bandwidth`` result."""
-    in_place = {n: k["median_gbps"] for n, k in measurement["kernels"].items() if k["in_place"]}
-    return max(in_place, key=in_place.__getitem__)
+    def __call__(self) -> dict[str, float]:
+        out = {}
+        self.rng.shuffle(self.names)
+        for name in self.names:
+            fn, bytes_per_element, _ = BANDWIDTH_KERNELS[name]
+            t0 = time.perf_counter()
+            fn(*self.buffers)
+            out[name] = bytes_per_element * self.n / (time.perf_counter() - t0) / 1e9
+        return out
 
 
 def combine_bandwidth(measurements: list[dict[str, Any]]) -> dict[str, Any]:
@@ -454,15 +453,15 @@ def time_case(
     warmup: int,
     rng: random.Random,
     log: Callable[[str], None],
-    floor: Callable[[], float] | None = None,
+    floor: Callable[[], dict[str, float]] | None = None,
 ) -> list[dict[str, Any]]:
     """Time ``step()`` of every variant of one algorithm on one parameter set, interleaved.
 
     Every variant owns a copy of ``base`` as its parameters; all share the (read-only) gradients, which alternate
     between ``grad_sets`` from step to step so nothing can be cached across steps.  ``floor`` (GB/s of one run of
-    the floor kernel) runs once per timed round too, at a random place among the variants: the floor this case's
+    each floor kernel) runs once per round too, at a random place among the variants: the floor this case's
     ratios are taken against is measured in the same minutes as its steps (a shared machine's memory bandwidth
-    drifts by 20% or more over a long run).
+    drifts by 20% or more over a long run); it is the highest of the kernels' median GB/s.
     """
     running: list[_Running] = []
     results: list[dict[str, Any]] = []
@@ -489,7 +488,7 @@ def time_case(
     active = [r for r in running if r.status == "ok"]
     n_warm = max(warmup, algo.min_warmup)
     order: list[_Running | None] = [*active, *([None] if floor is not None else [])]  # None: the floor kernel
-    floor_gbps: list[float] = []
+    floor_gbps: dict[str, list[float]] = {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for rnd in range(1, n_warm + steps):
@@ -502,7 +501,8 @@ def time_case(
                         assert floor is not None
                         gbps = floor()
                         if timed:
-                            floor_gbps.append(gbps)
+                            for name, value in gbps.items():
+                                floor_gbps.setdefault(name, []).append(value)
                         continue
                     if r.status != "ok":
                         continue
@@ -522,8 +522,11 @@ def time_case(
     for r in running:
         entry: dict[str, Any] = {"set": pset.name, "algo": algo.name, "variant": r.variant, "status": r.status}
         if floor_gbps:
-            entry["floor_beside_gbps"] = statistics.median(floor_gbps)
-            entry["floor_beside_samples"] = len(floor_gbps)
+            medians = {name: statistics.median(xs) for name, xs in floor_gbps.items()}
+            best = max(medians, key=medians.__getitem__)
+            entry["floor_beside_gbps"] = medians[best]
+            entry["floor_beside_kernel"] = best
+            entry["floor_beside_samples"] = len(floor_gbps[best])
         if r.note:
             entry["note"] = r.note
         if r.warnings:
@@ -1052,8 +1055,8 @@ def format_tables(doc: dict[str, Any]) -> str:
     beside = doc["config"].get("floor_beside")
     if beside:
         lines.append(
-            f"each case's floor: its bytes over the GB/s of {beside['kernel']} on {beside['buffer_mb']} MiB buffers, "
-            "run in the same rounds as its steps (column GB/s)"
+            "each case's floor: its bytes over the highest median GB/s of the in-place kernels on "
+            f"{beside['buffer_mb']} MiB buffers, run in the same rounds as its steps (column GB/s)"
         )
     variants = doc["config"]["variants"]
     cases = {(c["set"], c["algo"], c["variant"]): c for c in doc["cases"]}
@@ -1325,8 +1328,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     bw_measurements = [measure_bandwidth(bandwidth_mb, bw_rounds, rng)]
 
     if "steady" in phases:
-        floor = FloorKernel(best_in_place(bw_measurements[0]), bandwidth_mb)
-        doc["config"]["floor_beside"] = {"kernel": floor.name, "buffer_mb": bandwidth_mb}
+        floor = FloorKernels(bandwidth_mb, rng)
+        doc["config"]["floor_beside"] = {"kernels": sorted(floor.names), "buffer_mb": bandwidth_mb}
         for set_name in sets:
             pset = psets[set_name]
             steps = args.steps or (QUICK_STEPS if args.quick else DEFAULT_STEPS)[set_name]

@@ -125,9 +125,9 @@ def test_steady_phase_end_to_end(
             run_floor = nbytes / (doc["bandwidth"]["floor_gbps"] * 1e9)  # the run's, kept beside it
             assert c["floor_run_s"] == pytest.approx(run_floor)
             assert c["ratio_to_run_floor"] == pytest.approx(c["median_s"] / run_floor)
-    first = doc["bandwidth"]["measurements"][0]["kernels"]
-    in_place = {name: k["median_gbps"] for name, k in first.items() if k["in_place"]}
-    assert doc["config"]["floor_beside"] == {"kernel": max(in_place, key=in_place.__getitem__), "buffer_mb": 4}
+    in_place = sorted(name for name, k in doc["bandwidth"]["measurements"][0]["kernels"].items() if k["in_place"])
+    assert doc["config"]["floor_beside"] == {"kernels": in_place, "buffer_mb": 4}
+    assert {c["floor_beside_kernel"] for c in doc["cases"] if "floor_beside_kernel" in c} <= set(in_place)
     comp = {c["algo"]: c for c in doc["comparisons"]}
     assert comp["AdamW"]["best_torch"] in ("torch", "torch_foreach", "torch_fused")
     if cases[("AdamW", "optimlab_fused")]["status"] == "ok":
