@@ -324,6 +324,33 @@ BANDWIDTH_KERNELS: dict[str, tuple[Callable[[torch.Tensor, torch.Tensor, torch.T
 }
 
 
+class BandwidthKernels:
+    """Bandwidth kernels (names from ``BANDWIDTH_KERNELS``) over three float32 buffers of ``buffer_mb`` MiB: calling
+    it runs each kernel once, in a new random order, and returns the GB/s (1e9 bytes/s) each reached.  Kept for a
+    whole timed phase, it is the floor measured beside every case (see ``time_case``)."""
+
+    def __init__(self, buffer_mb: int, names: Sequence[str], rng: random.Random) -> None:
+        self.names = list(names)
+        self.n = buffer_mb * 2**20 // 4
+        gen = torch.Generator().manual_seed(1)
+        self.buffers = [torch.empty(self.n).uniform_(-1, 1, generator=gen) for _ in range(3)]
+        self.rng = rng
+        self()  # each kernel once, untimed: first-touch and code paths out of the way
+
+    def __call__(self) -> dict[str, float]:
+        out = {}
+        self.rng.shuffle(self.names)
+        for name in self.names:
+            fn, bytes_per_element, _ = BANDWIDTH_KERNELS[name]
+            t0 = time.perf_counter()
+            fn(*self.buffers)
+            out[name] = bytes_per_element * self.n / (time.perf_counter() - t0) / 1e9
+        return out
+
+
+IN_PLACE_KERNELS = [name for name, (_, _, in_place) in BANDWIDTH_KERNELS.items() if in_place]
+
+
 def measure_bandwidth(buffer_mb: int, rounds: int, rng: random.Random) -> dict[str, Any]:
     """Streaming bandwidth of torch's own elementwise kernels on float32 buffers far larger than the caches.
 
@@ -335,22 +362,13 @@ def measure_bandwidth(buffer_mb: int, rounds: int, rng: random.Random) -> dict[s
         rounds: how many times each kernel runs.
         rng: source of the round order.
     """
-    n = buffer_mb * 2**20 // 4
-    gen = torch.Generator().manual_seed(1)
-    a, b, c = (torch.empty(n).uniform_(-1, 1, generator=gen) for _ in range(3))
+    run = BandwidthKernels(buffer_mb, list(BANDWIDTH_KERNELS), rng)
     samples: dict[str, list[float]] = {k: [] for k in BANDWIDTH_KERNELS}
-    for fn, _, _ in BANDWIDTH_KERNELS.values():
-        fn(a, b, c)
-    names = list(BANDWIDTH_KERNELS)
     with gc_paused():
         for _ in range(rounds):
-            rng.shuffle(names)
-            for name in names:
-                fn, nbytes, _ = BANDWIDTH_KERNELS[name]
-                t0 = time.perf_counter()
-                fn(a, b, c)
-                samples[name].append(nbytes * n / (time.perf_counter() - t0) / 1e9)
-    del a, b, c
+            for name, gbps in run().items():
+                samples[name].append(gbps)
+    del run
     kernels = {}
     for name, xs in samples.items():
         q1, _, q3 = statistics.quantiles(xs, n=4, method="inclusive") if len(xs) >= 2 else (xs[0], 0, xs[0])
@@ -363,30 +381,6 @@ def measure_bandwidth(buffer_mb: int, rounds: int, rng: random.Random) -> dict[s
             "samples": len(xs),
         }
     return {"buffer_mb": buffer_mb, "rounds": rounds, "threads": torch.get_num_threads(), "kernels": kernels}
-
-
-class FloorKernels:
-    """The in-place bandwidth kernels over three buffers of ``buffer_mb`` MiB, kept for a whole run: calling it runs
-    each kernel once, in random order, and returns the GB/s each reached (the floor measured beside every case,
-    see ``time_case``)."""
-
-    def __init__(self, buffer_mb: int, rng: random.Random) -> None:
-        self.names = [name for name, (_, _, in_place) in BANDWIDTH_KERNELS.items() if in_place]
-        self.n = buffer_mb * 2**20 // 4
-        gen = torch.Generator().manual_seed(2)
-        self.buffers = [torch.empty(self.n).uniform_(-1, 1, generator=gen) for _ in range(3)]
-        self.rng = rng
-        self()
-
-    def __call__(self) -> dict[str, float]:
-        out = {}
-        self.rng.shuffle(self.names)
-        for name in self.names:
-            fn, bytes_per_element, _ = BANDWIDTH_KERNELS[name]
-            t0 = time.perf_counter()
-            fn(*self.buffers)
-            out[name] = bytes_per_element * self.n / (time.perf_counter() - t0) / 1e9
-        return out
 
 
 def combine_bandwidth(measurements: list[dict[str, Any]]) -> dict[str, Any]:
@@ -519,14 +513,18 @@ def time_case(
             gc.collect()
     for r in active:
         _record_warnings(caught, r.warnings)
+    beside: dict[str, Any] = {}
+    if floor_gbps:
+        medians = {name: statistics.median(xs) for name, xs in floor_gbps.items()}
+        best = max(medians, key=medians.__getitem__)
+        beside = {
+            "floor_beside_gbps": medians[best],
+            "floor_beside_kernel": best,
+            "floor_beside_samples": len(floor_gbps[best]),
+        }
     for r in running:
         entry: dict[str, Any] = {"set": pset.name, "algo": algo.name, "variant": r.variant, "status": r.status}
-        if floor_gbps:
-            medians = {name: statistics.median(xs) for name, xs in floor_gbps.items()}
-            best = max(medians, key=medians.__getitem__)
-            entry["floor_beside_gbps"] = medians[best]
-            entry["floor_beside_kernel"] = best
-            entry["floor_beside_samples"] = len(floor_gbps[best])
+        entry.update(beside)
         if r.note:
             entry["note"] = r.note
         if r.warnings:
@@ -1328,8 +1326,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     bw_measurements = [measure_bandwidth(bandwidth_mb, bw_rounds, rng)]
 
     if "steady" in phases:
-        floor = FloorKernels(bandwidth_mb, rng)
-        doc["config"]["floor_beside"] = {"kernels": sorted(floor.names), "buffer_mb": bandwidth_mb}
+        floor = BandwidthKernels(bandwidth_mb, IN_PLACE_KERNELS, rng)
+        doc["config"]["floor_beside"] = {"kernels": sorted(IN_PLACE_KERNELS), "buffer_mb": bandwidth_mb}
         for set_name in sets:
             pset = psets[set_name]
             steps = args.steps or (QUICK_STEPS if args.quick else DEFAULT_STEPS)[set_name]
