@@ -278,6 +278,10 @@ def _hook_step(func: Callable[..., R]) -> Callable[..., R]:
             post_hook(self, args, kwargs)
         return out
 
+    # ``func.steady(self)``: the whole step without a closure where it can be taken in one call (True), else
+    # False with nothing changed; tried first when no step hook is registered (see ElementwiseOptimizer).
+    steady = getattr(func, "steady", None)
+
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> R:
         self = cast(Optimizer, args[0])
@@ -287,6 +291,23 @@ def _hook_step(func: Callable[..., R]) -> Callable[..., R]:
         if _profiler_enabled():
             with torch.autograd.profiler.record_function(f"Optimizer.step#{type(self).__name__}.step"):
                 return hooked(self, args, kwargs)
+        if (
+            steady is not None
+            and len(args) == 1
+            and not kwargs
+            and not (
+                self._optimizer_step_pre_hooks
+                or self._optimizer_step_post_hooks
+                or _global_optimizer_pre_hooks
+                or _global_optimizer_post_hooks
+                or _torch_optimizer_module._global_optimizer_pre_hooks
+                or _torch_optimizer_module._global_optimizer_post_hooks
+            )
+            and steady(self)
+        ):
+            self._step_count = self.__dict__.get("_step_count", 0) + 1
+            self._optimizer_step_code()
+            return None  # type: ignore[return-value]
         return hooked(self, args, kwargs)
 
     wrapper.hooked = True  # type: ignore[attr-defined]

@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 import torch
+import torch.optim.optimizer as torch_optimizer_module
 
 import optimlab
+from optimlab.algorithms._base import ElementwiseOptimizer
 from optimlab.engines import flat
 from parity import (
     assert_states_same,
@@ -644,6 +646,97 @@ def test_steady_path_is_seen_by_autograd(groups: int, compile_sync: None, monkey
     assert all(p._version > v for p, v in zip(params, versions))
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
+
+
+def test_steady_step_shortcut_keeps_hooks_closures_overrides_and_the_profiler(
+    compile_sync: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no step hook registered, ``step()`` of a one-group fused optimizer goes from the step wrapper straight
+    to the steady path (``ElementwiseOptimizer._steady_step``), without the usual chain of calls.  Everything
+    that chain does must still happen where it matters: hooks (the optimizer's, optimlab's and torch's global
+    ones) fire, a closure runs, a subclass's own ``step`` runs, the profiler sees the step's range,
+    ``_step_count`` counts; and the numbers are the default path's throughout."""
+    counting = _Counting(monkeypatch)
+    chain: list[int] = []
+    original = ElementwiseOptimizer._eager_step
+    monkeypatch.setattr(
+        ElementwiseOptimizer,
+        "_eager_step",
+        lambda self, closure=None: chain.append(1) or original(self, closure),
+    )
+
+    class Mine(optimlab.AdamW):
+        seen = 0
+
+        def step(self, closure: Any = None) -> Any:
+            Mine.seen += 1
+            return super().step(closure)
+
+    base = _small_params()
+    made = {name: [b.detach().clone().requires_grad_() for b in base] for name in ("fused", "mine", "plain")}
+    fused = optimlab.AdamW(made["fused"], lr=0.01, fused=True)
+    mine = Mine(made["mine"], lr=0.01, fused=True)
+    plain = optimlab.AdamW(made["plain"], lr=0.01)
+    gen = torch.Generator().manual_seed(5)
+    fired: list[str] = []
+
+    def step_all(closure: bool = False) -> None:
+        for ps in zip(*made.values()):
+            g = torch.randn(ps[0].shape, generator=gen)
+            for p in ps:
+                p.grad = g.clone()
+        if closure:
+            assert fused.step(lambda: fired.append("closure") or 1.5) == 1.5
+        else:
+            assert fused.step() is None
+        mine.step()
+        plain.step()
+        for p, q, r in zip(*made.values()):
+            torch.testing.assert_close(p, r, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(q, r, rtol=1e-4, atol=1e-5)
+
+    for _ in range(3):  # the first step builds the steady path
+        step_all()
+    chain.clear()
+    calls, mine_seen = counting.alone, Mine.seen
+    step_all()
+    assert counting.alone == calls + 2 and Mine.seen == mine_seen + 1
+    assert len(chain) == 2  # Mine's (its own step runs, and from there the usual chain) and plain's, not fused's
+    assert fused._step_count == 4
+
+    hooks = [
+        fused.register_step_pre_hook(lambda *a: fired.append("pre")),
+        fused.register_step_post_hook(lambda *a: fired.append("post")),
+    ]
+    step_all()
+    assert fired == ["pre", "post"]
+    for h in hooks:
+        h.remove()
+    for register in (
+        optimlab.optimizer.register_optimizer_step_pre_hook,
+        optimlab.optimizer.register_optimizer_step_post_hook,
+        torch_optimizer_module.register_optimizer_step_pre_hook,
+        torch_optimizer_module.register_optimizer_step_post_hook,
+    ):
+        fired.clear()
+        handle = register(lambda *a: fired.append("global"))
+        try:
+            step_all()
+        finally:
+            handle.remove()
+        assert fired == ["global"] * 3  # each of the three optimizers
+    fired.clear()
+    step_all(closure=True)
+    assert fired == ["closure"]
+    with torch.profiler.profile() as prof:
+        step_all()
+    assert "Optimizer.step#AdamW.step" in {e.name for e in prof.events()}
+
+    chain.clear()
+    calls = counting.alone
+    step_all()
+    assert counting.alone == calls + 2 and len(chain) == 2
+    assert fused._step_count == 12
 
 
 @pytest.mark.parametrize("name", ["Adam", "NAdam", "ASGD", "Adagrad"])

@@ -21,6 +21,15 @@ from optimlab.optimizer import (
 __all__ = ["ElementwiseOptimizer", "check_betas", "check_lr", "check_non_negative"]
 
 _compiling = torch.compiler.is_compiling
+_ACCELERATOR: list[bool] = []
+
+
+def _accelerator_present() -> bool:
+    """Whether a CUDA/XPU accelerator is available (whose graph capture ``step`` must check for); asked once."""
+    if not _ACCELERATOR:
+        accelerator = torch.accelerator.current_accelerator(check_available=True)
+        _ACCELERATOR.append(accelerator is not None and accelerator.type in {"cuda", "xpu"})
+    return _ACCELERATOR[0]
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -208,6 +217,24 @@ class ElementwiseOptimizer(Optimizer):
         engine = self.__dict__.get("_flat")
         return engine.zero_grads() if engine is not None else set()
 
+    def _steady_step(self) -> bool:
+        """A whole ``step()`` without a closure on the fused engine's steady path, if that path holds for this
+        one-group optimizer (True); else nothing changed (False).  ``Optimizer``'s step wrapper calls it when no
+        step hooks are registered, before the usual chain of calls: right after a training step's backward the
+        caches are cold, and each Python frame of that chain costs microseconds (~40 µs of a ~0.6 ms step on
+        1000 small tensors).  It decides as ``_eager_step``'s own steady branch does."""
+        engine = self.__dict__.get("_flat")
+        if engine is None or _compiling():
+            return False
+        groups = self.param_groups
+        if len(groups) != 1 or (self._graph_check and _accelerator_present()):
+            return False  # the usual path runs the graph-capture check first
+        group = groups[0]
+        if not group.get("fused") or group.get("capturable"):
+            return False
+        self._check_group(group, [])
+        return engine.step_alone(self, group)
+
     @_use_grad_for_differentiable
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """Perform one optimization step.
@@ -219,6 +246,8 @@ class ElementwiseOptimizer(Optimizer):
         they were.
         """
         return self._step(closure)
+
+    step.steady = _steady_step  # type: ignore[attr-defined]
 
     def _step(self, closure: Callable[[], Any] | None = None) -> Any:
         """The body of ``step``, without its grad-mode wrapper (for subclasses that run under ``no_grad``)."""
