@@ -739,6 +739,133 @@ def test_steady_step_shortcut_keeps_hooks_closures_overrides_and_the_profiler(
     assert fused._step_count == 12
 
 
+class _Planned:
+    """Counts the steps taken from a plan worked out ahead (``_Fast.plan_ahead``): its cursor advanced."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.steps = 0
+        original = flat._Fast.alone
+
+        def alone(fast: Any, *args: Any) -> bool:
+            ahead = fast.ahead
+            cursor = int(ahead[0]) if ahead is not None else None
+            done = original(fast, *args)
+            if ahead is not None and int(ahead[0]) == cursor + 1:  # type: ignore[operator]
+                assert done
+                self.steps += 1
+            return done
+
+        monkeypatch.setattr(flat._Fast, "alone", alone)
+
+
+def _run_recorded(name: str, kwargs: dict[str, Any], steps: int, change: Any = None) -> list[Any]:
+    """Parameters and state after each of ``steps`` fused steps (``change(opt, params, step)`` before each)."""
+    cls = getattr(optimlab, name)
+    params = _small_params(seed=2)
+    opt = cls(params, **{**copy.deepcopy(kwargs), "fused": True})
+    gen = torch.Generator().manual_seed(4)
+    out = []
+    for step in range(steps):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen)
+        if change is not None:
+            change(opt, params, step)
+        opt.step()
+        out.append(([p.detach().clone() for p in params], copy.deepcopy(opt.state_dict()["state"])))
+    return out
+
+
+def _assert_bitwise(a: list[Any], b: list[Any]) -> None:
+    for step, ((pa, sa), (pb, sb)) in enumerate(zip(a, b)):
+        for x, y in zip(pa, pb):
+            assert torch.equal(x, y), step
+        assert sa.keys() == sb.keys()
+        for i in sa:
+            for k, v in sa[i].items():
+                assert torch.equal(torch.as_tensor(v), torch.as_tensor(sb[i][k])), (step, i, k)
+
+
+@pytest.mark.parametrize("name, kwargs", ELEMENTWISE, ids=IDS)
+def test_planned_steps_match_the_usual_steady_path_bitwise(
+    name: str, kwargs: dict[str, Any], compile_sync: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Steps whose scalars were worked out ahead give bitwise the parameters and state of the usual steady steps,
+    through plans used up and made again (4 steps each here), RAdam's change of regime at step 6, ASGD's
+    ``_finish``, and a learning-rate change half-way (the plan made before it is not used after it)."""
+
+    def new_lr(opt: Any, params: Any, step: int) -> None:
+        if step == 9:
+            opt.param_groups[0]["lr"] *= 0.5
+
+    with monkeypatch.context() as m:
+        m.setattr(flat._Fast, "plan_ahead", lambda *args: None)
+        usual = _run_recorded(name, kwargs, 16, new_lr)
+    monkeypatch.setattr(flat._Fast, "AHEAD", 4)
+    planned = _Planned(monkeypatch)
+    ahead = _run_recorded(name, kwargs, 16, new_lr)
+    _assert_bitwise(usual, ahead)
+    if _steady_expected(name, kwargs):
+        assert planned.steps >= 6
+    else:
+        assert planned.steps == 0
+
+
+def test_planned_steps_notice_every_change(compile_sync: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plan is made after two steady steps with the same hyperparameters and used while nothing changes; a
+    change of the group, of a step counter in place, or of a gradient (missing) stops it, and the usual path
+    takes the step with the new values; a group holding a mutable value (betas as a list) is never planned.
+    Results follow the default path throughout."""
+    planned = _Planned(monkeypatch)
+    base = _small_params(seed=3)
+    fused_params = [b.detach().clone().requires_grad_() for b in base]
+    plain_params = [b.detach().clone().requires_grad_() for b in base]
+    fused = optimlab.Adam(fused_params, lr=0.01, fused=True)
+    plain = optimlab.Adam(plain_params, lr=0.01)
+    gen = torch.Generator().manual_seed(6)
+
+    def step(expect_planned: bool, grads: bool = True) -> None:
+        for j, (p, q) in enumerate(zip(fused_params, plain_params)):
+            g = None if not grads and j == 2 else torch.randn(p.shape, generator=gen)
+            p.grad, q.grad = g, None if g is None else g.clone()
+        before = planned.steps
+        fused.step()
+        plain.step()
+        assert planned.steps == before + expect_planned
+        for p, q in zip(fused_params, plain_params):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+        assert_states_same(plain, fused, exact=False, where="planned", rtol=1e-4, atol=1e-5)
+
+    for expect in (False, False, False, True, True):  # 1: general; 2, 3: steady (3 plans); 4, 5: planned
+        step(expect)
+    for opt in (fused, plain):
+        opt.param_groups[0]["lr"] = 0.02
+    step(False)  # the group changed: the usual steady step, with the new lr
+    step(False)  # a second step with the same group: plans again
+    step(True)
+    for opt, params in ((fused, fused_params), (plain, plain_params)):
+        opt.state[params[0]]["step"].fill_(2.0)  # in place: a view of the flat scalar buffer (its counter moves)
+    step(False)  # the general path (the state changed), then steady steps, then planned ones
+    step(False)
+    step(False)
+    step(True)
+    step(False, grads=False)  # a missing gradient: the check fails, the general path takes the step
+
+
+def test_a_group_with_a_mutable_value_is_not_planned(compile_sync: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """betas as a list could change in place without the group's version tag moving: steady steps, never
+    planned ones."""
+    counting = _Counting(monkeypatch)
+    planned = _Planned(monkeypatch)
+    params = _small_params(seed=5)
+    opt = optimlab.Adam(params, lr=0.01, fused=True)
+    opt.param_groups[0]["betas"] = [0.8, 0.99]  # the constructor makes it a tuple, as torch's does
+    for _ in range(8):
+        for p in params:
+            p.grad = torch.randn_like(p)
+        opt.step()
+    assert counting.alone == 7 and planned.steps == 0
+
+
 @pytest.mark.parametrize("name", ["Adam", "NAdam", "ASGD", "Adagrad"])
 def test_steady_path_over_many_parameters(name: str, compile_sync: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """600 parameters: the C++ check runs on every thread (from 512 up), each through its own share; a gradient

@@ -30,6 +30,7 @@ import ctypes
 import functools
 import itertools
 import operator
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +43,7 @@ from optimlab.engines.launch import (
     BUMP,
     CHECK,
     LAUNCH,
+    PLANNED,
     bump,
     fast_function,
     fast_spec,
@@ -868,6 +870,9 @@ class _Fast:
             part.slots = [part.slot_seg[k] for k in part.keys] if part.slot_seg is not None else []
         self.all_slots = all(part.slot_seg is not None for part in parts)
         self.remember(rule)
+        self.ahead: Tensor | None = None  # steps worked out ahead (plan_ahead), while the group stays the same
+        self.ahead_address = 0
+        self.group_version = -1  # the group's version tag at the last steady step
 
     @staticmethod
     def _slots(rule: Any, h: Any, seg: _Recorder, keys: list[str]) -> _Recorder | None:
@@ -997,12 +1002,24 @@ class _Fast:
 
     def alone(self, rule: Any, group: dict[str, Any]) -> bool:
         """The whole step of a one-group optimizer in one builtin call (check, bump, kernels, scalar copies),
-        after ``_scalars`` on the slots; False, with nothing changed, where it does not hold (the general path
-        then takes the step)."""
+        after ``_scalars`` on the slots, or with the scalars worked out ahead (``plan_ahead``); False, with
+        nothing changed, where it does not hold (the general path then takes the step)."""
+        if self.ahead is not None:
+            if rule.state is self.state_map and (self.pk is None or self.pk.generation == self.generation):
+                threads = torch.get_num_threads()
+                code = self.fn(group["params"], self.expected, self.dicts, self.ahead_address, PLANNED, threads)
+                if code == 0:
+                    return True
+                if code > 0:  # the check failed: the general path takes this step and the next steady path
+                    self.ahead = None
+                    self.plan.fast = None
+                    return False
+            self.ahead = None  # used up, or the group, the state or a scalar buffer changed: the usual way
         if not self.all_slots or not self.unchanged(rule):
             return False
         saved = [s.item() for part in self.parts for s in part.slots]
-        hps, sigs, entries = self._scalars(rule, rule._hyper(group), True)
+        h = rule._hyper(group)
+        hps, sigs, entries = self._scalars(rule, h, True)
         finish = rule._finish
         code = -1
         if None not in entries:
@@ -1021,11 +1038,88 @@ class _Fast:
             for part, hp in zip(self.parts, hps):
                 finish(hp, part.slot_seg)
             self.fn(self.expected, self.expected, self.dicts, self.base_address, BROADCAST, 1)
+        version = _dict_version(group)
+        if version == self.group_version:  # the same hyperparameters two steps running: plan the next ones
+            self.plan_ahead(rule, group, h)
+        self.group_version = version
         return True
+
+    #: steps whose scalars ``plan_ahead`` works out at a time
+    AHEAD = 64
+
+    def plan_ahead(self, rule: Any, group: dict[str, Any], h: Any) -> None:
+        """Work out the scalars of the next ``AHEAD`` steps, for a group whose hyperparameters ``h`` stay as they
+        are (a constant learning rate, or one a scheduler changes once an epoch).
+
+        Right after a backward pass the caches are cold, and the steady step's Python — ``_hyper``,
+        ``_scalars``, writing the kernels' numbers — is ~90 µs of a ~0.6 ms step on 1000 x 1024 parameters,
+        ~15 µs warm.  Here it runs ``AHEAD`` times in a row (warm after the first) on copies of the scalar state;
+        each planned step then is one builtin call (``PLANNED``) that writes the numbers and the scalar state as
+        these runs left them.  Same code, same inputs: the same numbers.  The builtin refuses a planned step if
+        the group, the state mapping or a scalar buffer changed since (their version tags and counters), and the
+        usual steady step takes it; a group holding anything mutable beyond its parameter list is not planned.
+        """
+        self.ahead = None
+        if not self.all_slots or not all(map(_immutable, (v for k, v in group.items() if k != "params"))):
+            return
+        parts, finish = self.parts, rule._finish
+        segs, cells = [], []
+        for part in parts:
+            seg = _Recorder(part.slot_seg)
+            for k, slot in zip(part.keys, part.slots):
+                cell_type = type(slot._cell)
+                scratch = cell_type(slot._cell.value)
+                seg[k] = ScalarSlot(scratch, lambda x, c=cell_type: c(x).value)
+                cells.append((slot._cell, scratch))
+            segs.append(seg)
+        steps: list[tuple[int, list[tuple[int, float]], list[float], list[float]]] = []
+        try:
+            for _ in range(self.AHEAD):
+                hps, sigs, entries = [], [], []
+                for part, seg in zip(parts, segs):
+                    hp = rule._scalars(h, seg)
+                    sig = hyper_signature(hp)
+                    hps.append(hp)
+                    sigs.append(sig)
+                    entries.append(part.entries.get(sig))
+                if None in entries:  # a kernel not made yet (RAdam's other regime): plan up to here
+                    break
+                numbers = [
+                    (ctypes.addressof(values) + 8 * i, float(hp[k]))
+                    for hp, (_, values, keys, _) in zip(hps, entries)
+                    for i, k in enumerate(keys)
+                ]
+                before = [scratch.value for _, scratch in cells]
+                if finish is not None:
+                    for hp, seg in zip(hps, segs):
+                        finish(hp, seg)
+                after = [scratch.value for _, scratch in cells]
+                steps.append((self._spec(tuple(sigs), entries), numbers, before, after))
+        except Exception:  # an algorithm whose _scalars cannot run ahead on copies: not planned
+            return
+        if not steps:
+            return
+        nnum = max(len(numbers) for _, numbers, _, _ in steps)
+        nslot = len(cells)
+        words = [0, len(steps), 1 + 2 * nnum + 2 * nslot, id(group), _dict_version(group)]
+        words += [id(self.state_map), self.state_version, len(self.scalar_versions)]
+        for buf, version in self.scalar_versions:
+            words += [buf._cdata, version]
+        words += [nnum, nslot]
+        for cell, _ in cells:
+            words += [ctypes.addressof(cell), ctypes.sizeof(cell)]
+        for spec, numbers, before, after in steps:
+            words.append(spec)
+            for address, value in numbers + [(0, 0.0)] * (nnum - len(numbers)):
+                words += [address, _bits(value)]
+            words += map(_bits, before + after)
+        self.ahead = torch.tensor(words, dtype=torch.int64)
+        self.ahead_address = self.ahead.data_ptr()
 
     def run(self, rule: Any, h: Any, bumped: bool) -> bool:
         """The step (after a passing ``check``); False if it had to take the general path for the update (a
         static hyperparameter changed a kernel), which it then did."""
+        self.ahead = None
         slots = self.all_slots
         hps, sigs, entries = self._scalars(rule, h, slots)
         for i, (part, hp, sig) in enumerate(zip(self.parts, hps, sigs)):
@@ -1065,6 +1159,16 @@ class _Fast:
         if not slots:  # the tensor ops moved the buffers' version counters
             self.remember(rule)
         return True
+
+
+def _immutable(v: Any) -> bool:
+    """Whether a group value cannot change without the group's version tag changing (a planned step relies on it)."""
+    return v is None or type(v) in (float, int, bool, str) or (type(v) is tuple and all(map(_immutable, v)))
+
+
+def _bits(value: float) -> int:
+    """A double's bits as an int64 (the planned steps' numbers, in an int64 array)."""
+    return struct.unpack("<q", struct.pack("<d", value))[0]
 
 
 def _packed_table(

@@ -106,6 +106,7 @@ extern "C" void optimlab_launch(void* fn, I nargs, I nitems, const I* table, con
 _HELPER_SOURCE = r"""
 #include <Python.h>
 #include <atomic>
+#include <cstring>
 #include <omp.h>
 #include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/autograd/variable.h>
@@ -148,7 +149,7 @@ extern "C" PyObject* optimlab_grad_pointers(PyObject* params, int64_t* grad_ptrs
 //   [0] versions*  [1] param_ptrs*  [2] grad_ptrs*  [3] impls*  [4] grads* (n entries each; the last two scratch)
 //   [5] L, then L launches of 9: launch fn, kernel, nargs, nitems, table*, shared*, grad_slot, item_set*,
 //   size_slot; then the broadcast fn, k, and k triples (buffer*, n, element size).
-// what: CHECK (1), BUMP (2), LAUNCH (4), BROADCAST (8).
+// what: CHECK (1), BUMP (2), LAUNCH (4), BROADCAST (8); or PLANNED (16), alone (below).
 //
 // CHECK: the group still lists the same parameter objects (expected), each still has its data where it had
 // (param_ptrs) and a gradient the kernel can read in place, each state dict is unchanged since the last step
@@ -232,6 +233,69 @@ static I check(PyObject* params, PyObject* expected, PyObject* dicts, const I* s
 #endif
 }
 
+// PLANNED (16): a step whose scalars were worked out ahead (flat._Fast.plan_ahead: the group's hyperparameters
+// have stayed the same).  spec is then a plan, int64 words (doubles stored bitwise):
+//   [0] cursor (advanced here)  [1] count  [2] stride  [3] the group (PyDictObject*)  [4] its version tag
+//   [5] the state map (PyDictObject*)  [6] its version tag  [7] nbuf, then nbuf pairs (TensorImpl* of a scalar
+//   buffer, its version);  then nnum, nslot, and nslot slot (address, element size) pairs;  then count steps of
+//   stride words: the step's spec, nnum (address, number) pairs (address 0: none), nslot slot values before the
+//   kernels (after the algorithm's _scalars) and nslot after them (after its _finish).
+// If the plan is used up, or the group, the state map or a scalar buffer changed since it was made, returns -2
+// having done nothing.  Else writes the numbers, then does CHECK (returning its reason, slots untouched, if it
+// fails) and BUMP, writes the slots, LAUNCH, writes the slots' values after, BROADCAST: what the steady path's
+// Python and its builtin calls do, in that order, with the numbers worked out ahead.
+static I fast_planned(PyObject* const* args, I* plan, I threads) {
+    const I cursor = plan[0], count = plan[1], stride = plan[2];
+    if (cursor >= count) return -2;
+#if PY_VERSION_HEX >= 0x030C0000
+    return -2;
+#else
+    for (I k = 3; k <= 5; k += 2)
+        if (reinterpret_cast<PyDictObject*>(plan[k])->ma_version_tag != static_cast<uint64_t>(plan[k + 1])) return -2;
+#endif
+    const I nbuf = plan[7];
+    for (I k = 0; k < nbuf; ++k)
+        if (static_cast<I>(reinterpret_cast<c10::TensorImpl*>(plan[8 + 2 * k])->version_counter().current_version())
+            != plan[9 + 2 * k])
+            return -2;
+    const I* at = plan + 8 + 2 * nbuf;
+    const I nnum = at[0], nslot = at[1];
+    const I* slots = at + 2;
+    const I* step = slots + 2 * nslot + cursor * stride;
+    const I* spec = reinterpret_cast<const I*>(step[0]);
+    for (I k = 0; k < nnum; ++k)
+        if (step[1 + 2 * k]) memcpy(reinterpret_cast<void*>(step[1 + 2 * k]), step + 2 + 2 * k, sizeof(double));
+    const I code = check(args[0], args[1], args[2], spec, threads);
+    if (code) return code;
+    c10::TensorImpl** impls = reinterpret_cast<c10::TensorImpl**>(spec[3]);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(args[1]); ++i) impls[i]->bump_version();
+    auto write_slots = [&](const I* values) {
+        for (I k = 0; k < nslot; ++k) {
+            double v;
+            memcpy(&v, values + k, sizeof(double));
+            if (slots[2 * k + 1] == 4) *reinterpret_cast<float*>(slots[2 * k]) = static_cast<float>(v);
+            else *reinterpret_cast<double*>(slots[2 * k]) = v;
+        }
+    };
+    write_slots(step + 1 + 2 * nnum);
+    const I nlaunch = spec[5];
+    for (I j = 0; j < nlaunch; ++j) {
+        const I* l = spec + 6 + 9 * j;
+        if (l[0])
+            reinterpret_cast<launch_t>(l[0])(
+                reinterpret_cast<void*>(l[1]), l[2], l[3], reinterpret_cast<const I*>(l[4]),
+                reinterpret_cast<const I*>(l[5]), l[6], reinterpret_cast<const I*>(l[7]),
+                reinterpret_cast<const I*>(spec[2]), threads, l[8]);
+    }
+    write_slots(step + 1 + 2 * nnum + nslot);
+    const I* b = spec + 6 + 9 * nlaunch;
+    if (b[0])
+        for (I k = 0; k < b[1]; ++k)
+            reinterpret_cast<broadcast_t>(b[0])(reinterpret_cast<char*>(b[2 + 3 * k]), b[3 + 3 * k], b[4 + 3 * k]);
+    plan[0] = cursor + 1;
+    return 0;
+}
+
 static PyObject* fast(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     if (nargs != 6) {
         PyErr_SetString(PyExc_TypeError, "fast(params, expected, dicts, spec, what, threads)");
@@ -240,6 +304,7 @@ static PyObject* fast(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     const I* spec = reinterpret_cast<const I*>(PyLong_AsVoidPtr(args[3]));
     const I what = PyLong_AsLongLong(args[4]), threads = PyLong_AsLongLong(args[5]);
     if (PyErr_Occurred()) return nullptr;
+    if (what & 16) return PyLong_FromLongLong(fast_planned(args, const_cast<I*>(spec), threads));
     if (what & 1) {
         I code = check(args[0], args[1], args[2], spec, threads);
         if (code) return PyLong_FromLongLong(code);
@@ -367,7 +432,7 @@ def _build_helper() -> None:
 
 
 #: what a call of the steady path's builtin (``fast_function()``) does; see ``fast`` in ``_HELPER_SOURCE``.
-CHECK, BUMP, LAUNCH, BROADCAST = 1, 2, 4, 8
+CHECK, BUMP, LAUNCH, BROADCAST, PLANNED = 1, 2, 4, 8, 16
 
 
 def fast_spec(
