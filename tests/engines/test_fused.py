@@ -811,10 +811,10 @@ def test_planned_steps_match_the_usual_steady_path_bitwise(
 
 
 def test_planned_steps_notice_every_change(compile_sync: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A plan is made after two steady steps with the same hyperparameters and used while nothing changes; a
-    change of the group, of a step counter in place, or of a gradient (missing) stops it, and the usual path
-    takes the step with the new values; a group holding a mutable value (betas as a list) is never planned.
-    Results follow the default path throughout."""
+    """A plan is made after two steady steps with the same hyperparameters and used while nothing changes (a
+    hyperparameter set again to the value it had included); a change of the group, of a step counter in place,
+    or of a gradient (missing) stops it, and the usual path takes the step with the new values.  Results follow
+    the default path throughout."""
     planned = _Planned(monkeypatch)
     base = _small_params(seed=3)
     fused_params = [b.detach().clone().requires_grad_() for b in base]
@@ -842,6 +842,9 @@ def test_planned_steps_notice_every_change(compile_sync: None, monkeypatch: pyte
     step(False)  # the group changed: the usual steady step, with the new lr
     step(False)  # a second step with the same group: plans again
     step(True)
+    for opt in (fused, plain):
+        opt.param_groups[0]["lr"] = 0.02  # the same value again, as a scheduler sets it every step
+    step(True)  # the group's version tag moved, its values did not: the plan goes on
     for opt, params in ((fused, fused_params), (plain, plain_params)):
         opt.state[params[0]]["step"].fill_(2.0)  # in place: a view of the flat scalar buffer (its counter moves)
     step(False)  # the general path (the state changed), then steady steps, then planned ones
@@ -849,6 +852,44 @@ def test_planned_steps_notice_every_change(compile_sync: None, monkeypatch: pyte
     step(False)
     step(True)
     step(False, grads=False)  # a missing gradient: the check fails, the general path takes the step
+
+
+@pytest.mark.parametrize("scheduler", ["torch-StepLR", "optimlab-StepLR", "torch-LambdaLR"])
+def test_plans_go_on_under_a_scheduler_that_keeps_lr(
+    scheduler: str, compile_sync: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scheduler stepped every iteration sets ``lr`` every step, to a new value every 6 steps (StepLR: the
+    same float object in between; LambdaLR: an equal new one): planned steps in between, the usual steady path
+    at each change; the same numbers as the default path."""
+    planned = _Planned(monkeypatch)
+    package, kind = scheduler.split("-")
+    module = (torch.optim if package == "torch" else optimlab).lr_scheduler
+
+    def step_lr(opt: Any, step_size: int, gamma: float) -> Any:
+        if kind == "StepLR":
+            return module.StepLR(opt, step_size=step_size, gamma=gamma)
+        return module.LambdaLR(opt, lambda epoch: gamma ** (epoch // step_size))
+
+    base = _small_params(seed=8)
+    fused_params = [b.detach().clone().requires_grad_() for b in base]
+    plain_params = [b.detach().clone().requires_grad_() for b in base]
+    fused = optimlab.AdamW(fused_params, lr=0.01, fused=True)
+    plain = optimlab.AdamW(plain_params, lr=0.01)
+    schedulers = [step_lr(opt, step_size=6, gamma=0.5) for opt in (fused, plain)]
+    gen = torch.Generator().manual_seed(9)
+    for _ in range(24):
+        for p, q in zip(fused_params, plain_params):
+            p.grad = torch.randn(p.shape, generator=gen)
+            q.grad = p.grad.clone()
+        fused.step()
+        plain.step()
+        for s in schedulers:
+            s.step()
+        for p, q in zip(fused_params, plain_params):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+    assert_states_same(plain, fused, exact=False, where="after 24 steps", rtol=1e-4, atol=1e-5)
+    assert fused.param_groups[0]["lr"] == 0.01 * 0.5**4
+    assert planned.steps >= 10  # of 24: not the first three, nor two steps at each of the 3 changes
 
 
 def test_a_group_with_a_mutable_value_is_not_planned(compile_sync: None, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -872,7 +872,8 @@ class _Fast:
         self.remember(rule)
         self.ahead: Tensor | None = None  # steps worked out ahead (plan_ahead), while the group stays the same
         self.ahead_address = 0
-        self.group_version = -1  # the group's version tag at the last steady step
+        self.group_version = -1  # the group's version tag and values (but its parameters) at the last steady step
+        self.group_values: dict[str, Any] = {}
 
     @staticmethod
     def _slots(rule: Any, h: Any, seg: _Recorder, keys: list[str]) -> _Recorder | None:
@@ -1008,6 +1009,8 @@ class _Fast:
             if rule.state is self.state_map and (self.pk is None or self.pk.generation == self.generation):
                 threads = torch.get_num_threads()
                 code = self.fn(group["params"], self.expected, self.dicts, self.ahead_address, PLANNED, threads)
+                if code == -2 and self._rearm(group):
+                    code = self.fn(group["params"], self.expected, self.dicts, self.ahead_address, PLANNED, threads)
                 if code == 0:
                     return True
                 if code > 0:  # the check failed: the general path takes this step and the next steady path
@@ -1038,11 +1041,20 @@ class _Fast:
             for part, hp in zip(self.parts, hps):
                 finish(hp, part.slot_seg)
             self.fn(self.expected, self.expected, self.dicts, self.base_address, BROADCAST, 1)
-        version = _dict_version(group)
-        if version == self.group_version:  # the same hyperparameters two steps running: plan the next ones
+        if self._group_settled(group):  # the same hyperparameters two steps running: plan the next ones
             self.plan_ahead(rule, group, h)
-        self.group_version = version
         return True
+
+    def _group_settled(self, group: dict[str, Any]) -> bool:
+        """Whether the group holds what it held at the last steady step: the same version tag, or the same
+        values (a scheduler such as LambdaLR sets an equal ``lr`` every step, a new float object each time)."""
+        version = _dict_version(group)
+        if version == self.group_version:
+            return True
+        values = {k: v for k, v in group.items() if k != "params"}
+        settled = _same_values(values, self.group_values)
+        self.group_version, self.group_values = version, values
+        return settled
 
     #: steps whose scalars ``plan_ahead`` works out at a time
     AHEAD = 64
@@ -1115,6 +1127,18 @@ class _Fast:
             words += map(_bits, before + after)
         self.ahead = torch.tensor(words, dtype=torch.int64)
         self.ahead_address = self.ahead.data_ptr()
+        self.ahead_words = (ctypes.c_int64 * len(words)).from_address(self.ahead_address)
+
+    def _rearm(self, group: dict[str, Any]) -> bool:
+        """After the group's version tag moved: whether it still holds the values the plan was made for (a
+        scheduler sets ``lr`` every step, to the same value for epochs at a time); if so, and steps are left, the
+        plan takes the new tag."""
+        words = self.ahead_words
+        values = {k: v for k, v in group.items() if k != "params"}
+        if words[0] >= words[1] or not _same_values(values, self.group_values):
+            return False
+        words[4] = self.group_version = _dict_version(group)
+        return True
 
     def run(self, rule: Any, h: Any, bumped: bool) -> bool:
         """The step (after a passing ``check``); False if it had to take the general path for the update (a
@@ -1164,6 +1188,10 @@ class _Fast:
 def _immutable(v: Any) -> bool:
     """Whether a group value cannot change without the group's version tag changing (a planned step relies on it)."""
     return v is None or type(v) in (float, int, bool, str) or (type(v) is tuple and all(map(_immutable, v)))
+
+
+def _same_values(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a.keys() == b.keys() and all(_same_number(v, b[k]) for k, v in a.items())
 
 
 def _bits(value: float) -> int:
