@@ -22,6 +22,7 @@ import datetime as _dt
 import gc
 import importlib
 import json
+import math
 import os
 import platform
 import random
@@ -428,6 +429,7 @@ class _Running:
     warnings: list[str] = field(default_factory=list)
     status: str = "ok"
     note: str = ""
+    base_lrs: list[float] = field(default_factory=list)  # each group's lr as constructed (--lr-schedule cosine)
 
 
 def _record_warnings(caught: list[warnings.WarningMessage], into: list[str]) -> None:
@@ -448,8 +450,13 @@ def time_case(
     rng: random.Random,
     log: Callable[[str], None],
     floor: Callable[[], dict[str, float]] | None = None,
+    lr_schedule: str = "constant",
 ) -> list[dict[str, Any]]:
     """Time ``step()`` of every variant of one algorithm on one parameter set, interleaved.
+
+    ``lr_schedule="cosine"``: before each round's steps (untimed), every variant's groups get a new ``lr``, the
+    algorithm's own times a cosine decay over the rounds: what a scheduler stepped every iteration does (the
+    group changes every step, so optimlab's fused engine cannot reuse the scalars it planned ahead).
 
     Every variant owns a copy of ``base`` as its parameters; all share the (read-only) gradients, which alternate
     between ``grad_sets`` from step to step so nothing can be cached across steps.  ``floor`` (GB/s of one run of
@@ -501,6 +508,12 @@ def time_case(
                     if r.status != "ok":
                         continue
                     attach_grads(r.params, grads)
+                    if lr_schedule == "cosine":
+                        if not r.base_lrs:
+                            r.base_lrs = [group["lr"] for group in r.opt.param_groups]
+                        factor = 0.55 + 0.45 * math.cos(math.pi * rnd / (n_warm + steps))
+                        for group, lr in zip(r.opt.param_groups, r.base_lrs):
+                            group["lr"] = lr * factor
                     try:
                         t0 = time.perf_counter()
                         r.opt.step()
@@ -1203,6 +1216,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="size of each bandwidth buffer in MiB (default 512; --quick 256); must dwarf the last-level cache",
     )
+    p.add_argument(
+        "--lr-schedule",
+        choices=("constant", "cosine"),
+        default="constant",
+        help="constant: every step at the algorithm's lr; cosine: each round sets every variant's lr to a new value "
+        "(a per-step cosine decay, untimed, as a scheduler stepped every iteration does)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the round order")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/step-<time>.json)")
     p.add_argument("--show", default=None, metavar="JSON", help="print the tables of a saved result and exit")
@@ -1292,6 +1312,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "quick": args.quick,
             "threads": threads,
             "seed": args.seed,
+            "lr_schedule": args.lr_schedule,
             "dtype": "float32",
             "device": "cpu",
             "loadavg_start": load_start,
@@ -1348,7 +1369,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     f"{steps} timed rounds"
                 )
                 meter = OtherCpu()
-                new_cases = time_case(pset, base, grad_sets, algo, variants, steps, warmup, rng, log, floor)
+                new_cases = time_case(
+                    pset, base, grad_sets, algo, variants, steps, warmup, rng, log, floor, args.lr_schedule
+                )
                 busy = meter.measure()
                 for c in new_cases:
                     if busy is not None:

@@ -137,6 +137,21 @@ def test_steady_phase_end_to_end(
     assert "== tiny: 6 tensors" in printed and "AdamW" in printed and "wrote " in printed
 
 
+def test_cosine_lr_schedule_changes_every_variants_lr(
+    bench: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPTIMLAB_COMPILE", "0")
+    made: list[Any] = []
+    make = bench.make_optimizer
+    monkeypatch.setattr(bench, "make_optimizer", lambda *args: made.append(make(*args)) or made[-1])
+    doc = _run(bench, tmp_path, "--algos", "AdamW", "--phases", "steady", "--lr-schedule", "cosine")
+    assert doc["config"]["lr_schedule"] == "cosine"
+    assert all(c["status"] == "ok" and c["params_finite"] for c in doc["cases"] if c["variant"] != "optimlab_fused")
+    lrs = {opt.param_groups[0]["lr"] for opt in made}
+    base = bench.ALGO_BY_NAME["adamw"].kwargs.get("lr", 1e-3)
+    assert len(lrs) == 1 and 0.1 * base < lrs.pop() < base  # every variant at the same, decayed lr
+
+
 def test_first_step_and_memory_in_a_subprocess(bench: ModuleType, tmp_path: Path) -> None:
     doc = _run(bench, tmp_path, "--algos", "AdamW", "--variants", "torch_fused", "--phases", "first_step,memory")
     assert doc["cases"] == []
