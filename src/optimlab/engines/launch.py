@@ -233,6 +233,25 @@ static I check(PyObject* params, PyObject* expected, PyObject* dicts, const I* s
 #endif
 }
 
+// LAUNCH: each launch of the spec through the driver; BROADCAST: each scalar buffer's first entry over the rest.
+static void launch_all(const I* spec, I threads) {
+    for (I j = 0; j < spec[5]; ++j) {
+        const I* l = spec + 6 + 9 * j;
+        if (l[0])
+            reinterpret_cast<launch_t>(l[0])(
+                reinterpret_cast<void*>(l[1]), l[2], l[3], reinterpret_cast<const I*>(l[4]),
+                reinterpret_cast<const I*>(l[5]), l[6], reinterpret_cast<const I*>(l[7]),
+                reinterpret_cast<const I*>(spec[2]), threads, l[8]);
+    }
+}
+
+static void broadcast_all(const I* spec) {
+    const I* b = spec + 6 + 9 * spec[5];
+    if (b[0])
+        for (I k = 0; k < b[1]; ++k)
+            reinterpret_cast<broadcast_t>(b[0])(reinterpret_cast<char*>(b[2 + 3 * k]), b[3 + 3 * k], b[4 + 3 * k]);
+}
+
 // PLANNED (16): a step whose scalars were worked out ahead (flat._Fast.plan_ahead: the group's hyperparameters
 // have stayed the same).  spec is then a plan, int64 words (doubles stored bitwise):
 //   [0] cursor (advanced here)  [1] count  [2] stride  [3] the group (PyDictObject*)  [4] its version tag
@@ -278,20 +297,9 @@ static I fast_planned(PyObject* const* args, I* plan, I threads) {
         }
     };
     write_slots(step + 1 + 2 * nnum);
-    const I nlaunch = spec[5];
-    for (I j = 0; j < nlaunch; ++j) {
-        const I* l = spec + 6 + 9 * j;
-        if (l[0])
-            reinterpret_cast<launch_t>(l[0])(
-                reinterpret_cast<void*>(l[1]), l[2], l[3], reinterpret_cast<const I*>(l[4]),
-                reinterpret_cast<const I*>(l[5]), l[6], reinterpret_cast<const I*>(l[7]),
-                reinterpret_cast<const I*>(spec[2]), threads, l[8]);
-    }
+    launch_all(spec, threads);
     write_slots(step + 1 + 2 * nnum + nslot);
-    const I* b = spec + 6 + 9 * nlaunch;
-    if (b[0])
-        for (I k = 0; k < b[1]; ++k)
-            reinterpret_cast<broadcast_t>(b[0])(reinterpret_cast<char*>(b[2 + 3 * k]), b[3 + 3 * k], b[4 + 3 * k]);
+    broadcast_all(spec);
     plan[0] = cursor + 1;
     return 0;
 }
@@ -316,20 +324,8 @@ static PyObject* fast(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
             (what & 1 ? impls[i] : THPVariable_Unpack(PyList_GET_ITEM(expected, i)).unsafeGetTensorImpl())
                 ->bump_version();
     }
-    const I nlaunch = spec[5];
-    if (what & 4)
-        for (I j = 0; j < nlaunch; ++j) {
-            const I* l = spec + 6 + 9 * j;
-            if (l[0])
-                reinterpret_cast<launch_t>(l[0])(
-                    reinterpret_cast<void*>(l[1]), l[2], l[3], reinterpret_cast<const I*>(l[4]),
-                    reinterpret_cast<const I*>(l[5]), l[6], reinterpret_cast<const I*>(l[7]),
-                    reinterpret_cast<const I*>(spec[2]), threads, l[8]);
-        }
-    const I* b = spec + 6 + 9 * nlaunch;
-    if ((what & 8) && b[0])
-        for (I k = 0; k < b[1]; ++k)
-            reinterpret_cast<broadcast_t>(b[0])(reinterpret_cast<char*>(b[2 + 3 * k]), b[3 + 3 * k], b[4 + 3 * k]);
+    if (what & 4) launch_all(spec, threads);
+    if (what & 8) broadcast_all(spec);
     return PyLong_FromLongLong(0);
 }
 
