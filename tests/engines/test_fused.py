@@ -758,10 +758,10 @@ class _Planned:
         monkeypatch.setattr(flat._Fast, "alone", alone)
 
 
-def _run_recorded(name: str, kwargs: dict[str, Any], steps: int, change: Any = None) -> list[Any]:
+def _run_recorded(name: str, kwargs: dict[str, Any], steps: int, change: Any = None, large: bool = False) -> list[Any]:
     """Parameters and state after each of ``steps`` fused steps (``change(opt, params, step)`` before each)."""
     cls = getattr(optimlab, name)
-    params = _small_params(seed=2)
+    params = _small_params(seed=2, large=large)
     opt = cls(params, **{**copy.deepcopy(kwargs), "fused": True})
     gen = torch.Generator().manual_seed(4)
     out = []
@@ -785,13 +785,15 @@ def _assert_bitwise(a: list[Any], b: list[Any]) -> None:
                 assert torch.equal(torch.as_tensor(v), torch.as_tensor(sb[i][k])), (step, i, k)
 
 
+@pytest.mark.parametrize("large", [False, True], ids=["small", "with-large"])
 @pytest.mark.parametrize("name, kwargs", ELEMENTWISE, ids=IDS)
 def test_planned_steps_match_the_usual_steady_path_bitwise(
-    name: str, kwargs: dict[str, Any], compile_sync: None, monkeypatch: pytest.MonkeyPatch
+    name: str, kwargs: dict[str, Any], large: bool, compile_sync: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Steps whose scalars were worked out ahead give bitwise the parameters and state of the usual steady steps,
     through plans used up and made again (4 steps each here), RAdam's change of regime at step 6, ASGD's
-    ``_finish``, and a learning-rate change half-way (the plan made before it is not used after it)."""
+    ``_finish``, and a learning-rate change half-way (the plan made before it is not used after it); with and
+    without large parameters (their own part, their scalar state in a flat buffer of its own)."""
 
     def new_lr(opt: Any, params: Any, step: int) -> None:
         if step == 9:
@@ -799,10 +801,10 @@ def test_planned_steps_match_the_usual_steady_path_bitwise(
 
     with monkeypatch.context() as m:
         m.setattr(flat._Fast, "plan_ahead", lambda *args: None)
-        usual = _run_recorded(name, kwargs, 16, new_lr)
+        usual = _run_recorded(name, kwargs, 16, new_lr, large)
     monkeypatch.setattr(flat._Fast, "AHEAD", 4)
     planned = _Planned(monkeypatch)
-    ahead = _run_recorded(name, kwargs, 16, new_lr)
+    ahead = _run_recorded(name, kwargs, 16, new_lr, large)
     _assert_bitwise(usual, ahead)
     if _steady_expected(name, kwargs):
         assert planned.steps >= 6
