@@ -740,13 +740,17 @@ def test_steady_step_shortcut_keeps_hooks_closures_overrides_and_the_profiler(
 
 
 class _Planned:
-    """Counts the steps taken from a plan worked out ahead (``_Fast.plan_ahead``): its cursor advanced."""
+    """Counts the steps taken from a plan worked out ahead (``_Fast.plan_ahead``): its cursor advanced, in a
+    one-group optimizer's whole step (``_Fast.alone``) or in a group's step after every group's check
+    (``_Fast.run``)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.steps = 0
-        original = flat._Fast.alone
+        for name in ("alone", "run"):
+            monkeypatch.setattr(flat._Fast, name, self._counting(getattr(flat._Fast, name)))
 
-        def alone(fast: Any, *args: Any) -> bool:
+    def _counting(self, original: Any) -> Any:
+        def counted(fast: Any, *args: Any) -> bool:
             ahead = fast.ahead
             cursor = int(ahead[0]) if ahead is not None else None
             done = original(fast, *args)
@@ -755,14 +759,21 @@ class _Planned:
                 self.steps += 1
             return done
 
-        monkeypatch.setattr(flat._Fast, "alone", alone)
+        return counted
 
 
-def _run_recorded(name: str, kwargs: dict[str, Any], steps: int, change: Any = None, large: bool = False) -> list[Any]:
-    """Parameters and state after each of ``steps`` fused steps (``change(opt, params, step)`` before each)."""
+def _run_recorded(
+    name: str, kwargs: dict[str, Any], steps: int, change: Any = None, large: bool = False, groups: int = 1
+) -> list[Any]:
+    """Parameters and state after each of ``steps`` fused steps (``change(opt, params, step)`` before each); with
+    two groups, the second at half the first's learning rate."""
     cls = getattr(optimlab, name)
     params = _small_params(seed=2, large=large)
-    opt = cls(params, **{**copy.deepcopy(kwargs), "fused": True})
+    kw = {**copy.deepcopy(kwargs), "fused": True}
+    if groups == 1:
+        opt = cls(params, **kw)
+    else:
+        opt = cls([{"params": params[:5]}, {"params": params[5:], "lr": kw.get("lr", 0.01) * 0.5}], **kw)
     gen = torch.Generator().manual_seed(4)
     out = []
     for step in range(steps):
@@ -785,15 +796,16 @@ def _assert_bitwise(a: list[Any], b: list[Any]) -> None:
                 assert torch.equal(torch.as_tensor(v), torch.as_tensor(sb[i][k])), (step, i, k)
 
 
-@pytest.mark.parametrize("large", [False, True], ids=["small", "with-large"])
+@pytest.mark.parametrize("large, groups", [(False, 1), (True, 1), (True, 2)], ids=["small", "with-large", "two-groups"])
 @pytest.mark.parametrize("name, kwargs", ELEMENTWISE, ids=IDS)
 def test_planned_steps_match_the_usual_steady_path_bitwise(
-    name: str, kwargs: dict[str, Any], large: bool, compile_sync: None, monkeypatch: pytest.MonkeyPatch
+    name: str, kwargs: dict[str, Any], large: bool, groups: int, compile_sync: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Steps whose scalars were worked out ahead give bitwise the parameters and state of the usual steady steps,
     through plans used up and made again (4 steps each here), RAdam's change of regime at step 6, ASGD's
     ``_finish``, and a learning-rate change half-way (the plan made before it is not used after it); with and
-    without large parameters (their own part, their scalar state in a flat buffer of its own)."""
+    without large parameters (their own part, their scalar state in a flat buffer of its own), and with two
+    groups (each planned on its own, run after every group's check)."""
 
     def new_lr(opt: Any, params: Any, step: int) -> None:
         if step == 9:
@@ -801,10 +813,10 @@ def test_planned_steps_match_the_usual_steady_path_bitwise(
 
     with monkeypatch.context() as m:
         m.setattr(flat._Fast, "plan_ahead", lambda *args: None)
-        usual = _run_recorded(name, kwargs, 16, new_lr, large)
+        usual = _run_recorded(name, kwargs, 16, new_lr, large, groups)
     monkeypatch.setattr(flat._Fast, "AHEAD", 4)
     planned = _Planned(monkeypatch)
-    ahead = _run_recorded(name, kwargs, 16, new_lr, large)
+    ahead = _run_recorded(name, kwargs, 16, new_lr, large, groups)
     _assert_bitwise(usual, ahead)
     if _steady_expected(name, kwargs):
         assert planned.steps >= 6

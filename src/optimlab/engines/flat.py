@@ -1007,10 +1007,7 @@ class _Fast:
         nothing changed, where it does not hold (the general path then takes the step)."""
         if self.ahead is not None:
             if rule.state is self.state_map and (self.pk is None or self.pk.generation == self.generation):
-                threads = torch.get_num_threads()
-                code = self.fn(group["params"], self.expected, self.dicts, self.ahead_address, PLANNED, threads)
-                if code == -2 and self._rearm(group):
-                    code = self.fn(group["params"], self.expected, self.dicts, self.ahead_address, PLANNED, threads)
+                code = self._planned(group, group["params"], PLANNED | CHECK | BUMP)
                 if code == 0:
                     return True
                 if code > 0:  # the check failed: the general path takes this step and the next steady path
@@ -1129,6 +1126,15 @@ class _Fast:
         self.ahead_address = self.ahead.data_ptr()
         self.ahead_words = (ctypes.c_int64 * len(words)).from_address(self.ahead_address)
 
+    def _planned(self, group: dict[str, Any], params: list[Tensor], what: int) -> int:
+        """The next planned step (``PLANNED`` with ``what``'s other bits), after renewing the plan's version tag
+        of the group if it refused only because a scheduler set an equal value; the builtin's code."""
+        threads = torch.get_num_threads()
+        code = self.fn(params, self.expected, self.dicts, self.ahead_address, what, threads)
+        if code == -2 and self._rearm(group):
+            code = self.fn(params, self.expected, self.dicts, self.ahead_address, what, threads)
+        return code
+
     def _rearm(self, group: dict[str, Any]) -> bool:
         """After the group's version tag moved: whether it still holds the values the plan was made for (a
         scheduler sets ``lr`` every step, to the same value for epochs at a time); if so, and steps are left, the
@@ -1142,8 +1148,13 @@ class _Fast:
 
     def run(self, rule: Any, h: Any, bumped: bool) -> bool:
         """The step (after a passing ``check``); False if it had to take the general path for the update (a
-        static hyperparameter changed a kernel), which it then did."""
-        self.ahead = None
+        static hyperparameter changed a kernel), which it then did.  Planned steps as in ``alone``: ``check``
+        passed already, and bumped if ``bumped``."""
+        group = self.plan.group
+        if self.ahead is not None:
+            if self._planned(group, self.expected, PLANNED if bumped else PLANNED | BUMP) == 0:
+                return True
+            self.ahead = None
         slots = self.all_slots
         hps, sigs, entries = self._scalars(rule, h, slots)
         for i, (part, hp, sig) in enumerate(zip(self.parts, hps, sigs)):
@@ -1182,6 +1193,8 @@ class _Fast:
         self.fn(self.expected, self.expected, self.dicts, address, BROADCAST, 1)  # every member advanced alike
         if not slots:  # the tensor ops moved the buffers' version counters
             self.remember(rule)
+        elif self._group_settled(group):
+            self.plan_ahead(rule, group, h)
         return True
 
 

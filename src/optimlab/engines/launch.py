@@ -260,10 +260,11 @@ static void broadcast_all(const I* spec) {
 //   stride words: the step's spec, nnum (address, number) pairs (address 0: none), nslot slot values before the
 //   kernels (after the algorithm's _scalars) and nslot after them (after its _finish).
 // If the plan is used up, or the group, the state map or a scalar buffer changed since it was made, returns -2
-// having done nothing.  Else writes the numbers, then does CHECK (returning its reason, slots untouched, if it
-// fails) and BUMP, writes the slots, LAUNCH, writes the slots' values after, BROADCAST: what the steady path's
-// Python and its builtin calls do, in that order, with the numbers worked out ahead.
-static I fast_planned(PyObject* const* args, I* plan, I threads) {
+// having done nothing.  Else writes the numbers, then CHECK (returning its reason, slots untouched, if it fails)
+// and BUMP if asked (with several groups, every group's check ran before any update, in calls of their own),
+// writes the slots, LAUNCH, writes the slots' values after, BROADCAST: what the steady path's Python and its
+// builtin calls do, in that order, with the numbers worked out ahead.
+static I fast_planned(PyObject* const* args, I* plan, I what, I threads) {
     const I cursor = plan[0], count = plan[1], stride = plan[2];
     if (cursor >= count) return -2;
 #if PY_VERSION_HEX >= 0x030C0000
@@ -284,10 +285,14 @@ static I fast_planned(PyObject* const* args, I* plan, I threads) {
     const I* spec = reinterpret_cast<const I*>(step[0]);
     for (I k = 0; k < nnum; ++k)
         if (step[1 + 2 * k]) memcpy(reinterpret_cast<void*>(step[1 + 2 * k]), step + 2 + 2 * k, sizeof(double));
-    const I code = check(args[0], args[1], args[2], spec, threads);
-    if (code) return code;
-    c10::TensorImpl** impls = reinterpret_cast<c10::TensorImpl**>(spec[3]);
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(args[1]); ++i) impls[i]->bump_version();
+    if (what & 1) {
+        const I code = check(args[0], args[1], args[2], spec, threads);
+        if (code) return code;
+    }
+    if (what & 2) {  // with the parameter tensors this step's check found (in this call or an earlier one)
+        c10::TensorImpl** impls = reinterpret_cast<c10::TensorImpl**>(spec[3]);
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(args[1]); ++i) impls[i]->bump_version();
+    }
     auto write_slots = [&](const I* values) {
         for (I k = 0; k < nslot; ++k) {
             double v;
@@ -312,7 +317,7 @@ static PyObject* fast(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     const I* spec = reinterpret_cast<const I*>(PyLong_AsVoidPtr(args[3]));
     const I what = PyLong_AsLongLong(args[4]), threads = PyLong_AsLongLong(args[5]);
     if (PyErr_Occurred()) return nullptr;
-    if (what & 16) return PyLong_FromLongLong(fast_planned(args, const_cast<I*>(spec), threads));
+    if (what & 16) return PyLong_FromLongLong(fast_planned(args, const_cast<I*>(spec), what, threads));
     if (what & 1) {
         I code = check(args[0], args[1], args[2], spec, threads);
         if (code) return PyLong_FromLongLong(code);
