@@ -1048,7 +1048,7 @@ class _Fast:
         version = _dict_version(group)
         if version == self.group_version:
             return True
-        values = {k: v for k, v in group.items() if k != "params"}
+        values = _group_values(group)
         settled = _same_values(values, self.group_values)
         self.group_version, self.group_values = version, values
         return settled
@@ -1069,7 +1069,7 @@ class _Fast:
         usual steady step takes it; a group holding anything mutable beyond its parameter list is not planned.
         """
         self.ahead = None
-        if not self.all_slots or not all(map(_immutable, (v for k, v in group.items() if k != "params"))):
+        if not self.all_slots or not all(map(_immutable, self.group_values.values())):  # the group's, as settled
             return
         parts, finish = self.parts, rule._finish
         segs, cells = [], []
@@ -1140,8 +1140,7 @@ class _Fast:
         scheduler sets ``lr`` every step, to the same value for epochs at a time); if so, and steps are left, the
         plan takes the new tag."""
         words = self.ahead_words
-        values = {k: v for k, v in group.items() if k != "params"}
-        if words[0] >= words[1] or not _same_values(values, self.group_values):
+        if words[0] >= words[1] or not _same_values(_group_values(group), self.group_values):
             return False
         words[4] = self.group_version = _dict_version(group)
         return True
@@ -1201,6 +1200,11 @@ class _Fast:
 def _immutable(v: Any) -> bool:
     """Whether a group value cannot change without the group's version tag changing (a planned step relies on it)."""
     return v is None or type(v) in (float, int, bool, str) or (type(v) is tuple and all(map(_immutable, v)))
+
+
+def _group_values(group: dict[str, Any]) -> dict[str, Any]:
+    """A group's hyperparameters: everything but its parameter list."""
+    return {k: v for k, v in group.items() if k != "params"}
 
 
 def _same_values(a: dict[str, Any], b: dict[str, Any]) -> bool:

@@ -233,6 +233,13 @@ static I check(PyObject* params, PyObject* expected, PyObject* dicts, const I* s
 #endif
 }
 
+// BUMP: count the update as an in-place change of each parameter of expected (whose objects the caller keeps
+// alive), through the tensors this step's check found (impls) or, without one, through the objects.
+static void bump_all(PyObject* expected, c10::TensorImpl* const* impls) {
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(expected); ++i)
+        (impls ? impls[i] : THPVariable_Unpack(PyList_GET_ITEM(expected, i)).unsafeGetTensorImpl())->bump_version();
+}
+
 // LAUNCH: each launch of the spec through the driver; BROADCAST: each scalar buffer's first entry over the rest.
 static void launch_all(const I* spec, I threads) {
     for (I j = 0; j < spec[5]; ++j) {
@@ -289,10 +296,8 @@ static I fast_planned(PyObject* const* args, I* plan, I what, I threads) {
         const I code = check(args[0], args[1], args[2], spec, threads);
         if (code) return code;
     }
-    if (what & 2) {  // with the parameter tensors this step's check found (in this call or an earlier one)
-        c10::TensorImpl** impls = reinterpret_cast<c10::TensorImpl**>(spec[3]);
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(args[1]); ++i) impls[i]->bump_version();
-    }
+    // with the parameter tensors this step's check found (in this call or an earlier one)
+    if (what & 2) bump_all(args[1], reinterpret_cast<c10::TensorImpl**>(spec[3]));
     auto write_slots = [&](const I* values) {
         for (I k = 0; k < nslot; ++k) {
             double v;
@@ -322,13 +327,7 @@ static PyObject* fast(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
         I code = check(args[0], args[1], args[2], spec, threads);
         if (code) return PyLong_FromLongLong(code);
     }
-    if (what & 2) {  // the parameters of expected, whose objects the caller keeps alive
-        PyObject* expected = args[1];
-        c10::TensorImpl** impls = reinterpret_cast<c10::TensorImpl**>(spec[3]);  // as the check found them
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(expected); ++i)
-            (what & 1 ? impls[i] : THPVariable_Unpack(PyList_GET_ITEM(expected, i)).unsafeGetTensorImpl())
-                ->bump_version();
-    }
+    if (what & 2) bump_all(args[1], what & 1 ? reinterpret_cast<c10::TensorImpl**>(spec[3]) : nullptr);
     if (what & 4) launch_all(spec, threads);
     if (what & 8) broadcast_all(spec);
     return PyLong_FromLongLong(0);
